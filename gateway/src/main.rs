@@ -1,0 +1,2 @@
+//! The `cachet` binary.
+fn main() {}

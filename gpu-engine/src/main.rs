@@ -1,0 +1,2 @@
+//! The `cachet-engine` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Helpers for the end-to-end tests: free ports, child processes, scripted upstream.
