@@ -20,6 +20,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 MAX_TOKENS = 256
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 # Mixed lengths, punctuation, unicode (accents, CJK, emoji, RTL script), a code
 # snippet, and one passage far over 256 tokens so that truncation is exercised.
@@ -53,14 +54,20 @@ def load_tokenizer(path: str) -> Tokenizer:
     return tok
 
 
-def embed(session: ort.InferenceSession, tok: Tokenizer, text: str) -> np.ndarray:
+def session(model_path: str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+
+
+def embed(sess: ort.InferenceSession, tok: Tokenizer, text: str) -> np.ndarray:
     enc = tok.encode(text)
     ids = np.array([enc.ids], dtype=np.int64)
     mask = np.array([enc.attention_mask], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": mask}
-    if any(i.name == "token_type_ids" for i in session.get_inputs()):
+    if any(i.name == "token_type_ids" for i in sess.get_inputs()):
         feeds["token_type_ids"] = np.array([enc.type_ids], dtype=np.int64)
-    (hidden,) = session.run(["last_hidden_state"], feeds)
+    (hidden,) = sess.run(["last_hidden_state"], feeds)
     weights = mask[..., None].astype(np.float64)
     pooled = (hidden.astype(np.float64) * weights).sum(axis=1) / weights.sum(axis=1)
     vec = pooled[0]
@@ -75,14 +82,10 @@ def main() -> None:
     args = ap.parse_args()
 
     tok = load_tokenizer(os.path.join(args.model_dir, "tokenizer.json"))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    session = ort.InferenceSession(
-        os.path.join(args.model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"]
-    )
+    sess = session(os.path.join(args.model_dir, "model.onnx"))
     items = []
     for text in SENTENCES:
-        vec = embed(session, tok, text)
+        vec = embed(sess, tok, text)
         items.append({"text": text, "embedding": [float(np.float32(x)) for x in vec]})
     n_long = len(tok.encode(LONG_TEXT).ids)
     assert n_long == MAX_TOKENS, f"long text should truncate to {MAX_TOKENS}, got {n_long}"

