@@ -164,7 +164,7 @@ def main() -> None:
             "unk_token": tokens[int(field(reader, "tokenizer.ggml.unknown_token_id", 0))],
             "model_max_length": config["max_position_embeddings"],
             "clean_up_tokenization_spaces": False,
-            "additional_special_tokens": [t for t, k in zip(tokens, token_types) if k == 3],
+            "additional_special_tokens": [t for t, k in zip(tokens, token_types, strict=True) if k == 3],
             "chat_template": field(reader, "tokenizer.chat_template"),
         },
     )

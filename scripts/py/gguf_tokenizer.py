@@ -60,7 +60,7 @@ def build_tokenizer_json(tokens: list[str], token_types: list[int], merges: list
             "normalized": False,
             "special": True,
         }
-        for i, (t, kind) in enumerate(zip(tokens, token_types))
+        for i, (t, kind) in enumerate(zip(tokens, token_types, strict=True))
         if kind == CONTROL_TOKEN_TYPE
     ]
     return {
@@ -97,7 +97,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + n)
             n += 1
-    return dict(zip(printable, map(chr, chars)))
+    return dict(zip(printable, map(chr, chars), strict=True))
 
 
 class ReferenceBpe:
@@ -132,7 +132,7 @@ class ReferenceBpe:
     def _bpe(self, word: str) -> list[str]:
         symbols = list(word)
         while len(symbols) > 1:
-            pairs = [(self.ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(symbols, symbols[1:]))]
+            pairs = [(self.ranks.get(p, 1 << 30), i) for i, p in enumerate(zip(symbols, symbols[1:], strict=False))]
             rank, i = min(pairs)
             if rank == 1 << 30:
                 break
@@ -157,5 +157,7 @@ def check_tokenizer(tok_json: dict, tokens: list[str], merges: list[str], pre: s
         back = tok.decode(got, skip_special_tokens=False)
         if back != text:
             raise SystemExit(f"tokenizer does not round-trip {text!r}: got {back!r}")
-    print(f"  tokenizer: {len(tokens)} tokens, {len(merges)} merges, {len(special)} special; "
-          f"{len(CHECK_TEXTS)} texts encode as the gguf merges imply and round-trip")
+    print(
+        f"  tokenizer: {len(tokens)} tokens, {len(merges)} merges, {len(special)} special; "
+        f"{len(CHECK_TEXTS)} texts encode as the gguf merges imply and round-trip"
+    )

@@ -33,7 +33,7 @@ SENTENCES = [
     "What is the capital of France?",
     "Tell me the capital city of France.",
     "How do I reverse a list in Python?",
-    "fn main() { println!(\"hello, world\"); }",
+    'fn main() { println!("hello, world"); }',
     "hi",
     "The weather in Zürich is mild today, around 14 °C with light rain.",
     "東京の天気は今日どうですか？",
@@ -97,8 +97,9 @@ def main() -> None:
         f.write("\n")
     os.replace(tmp, args.out)
     sims = np.array([i["embedding"] for i in items]) @ np.array(items[0]["embedding"])
-    print(f"  {args.out}: {len(items)} sentences; cos(q0, q1 paraphrase) = {sims[1]:.4f}, "
-          f"cos(q0, code) = {sims[3]:.4f}")
+    print(
+        f"  {args.out}: {len(items)} sentences; cos(q0, q1 paraphrase) = {sims[1]:.4f}, cos(q0, code) = {sims[3]:.4f}"
+    )
 
 
 if __name__ == "__main__":

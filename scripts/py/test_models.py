@@ -21,19 +21,37 @@ import reference_llama
 
 def tiny_llama(d: str, model_type: str = "llama", bias: bool = False, tied: bool = True, scaling=None) -> dict:
     cfg = {
-        "model_type": model_type, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 500.0,
-        "tie_word_embeddings": tied, "vocab_size": 11, "rope_scaling": scaling, "eos_token_id": 3,
+        "model_type": model_type,
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500.0,
+        "tie_word_embeddings": tied,
+        "vocab_size": 11,
+        "rope_scaling": scaling,
+        "eos_token_id": 3,
     }
     rng = np.random.default_rng(1)
-    w = {"model.embed_tokens.weight": rng.standard_normal((11, 16)), "model.norm.weight": 1 + 0.1 * rng.standard_normal(16)}
+    w = {
+        "model.embed_tokens.weight": rng.standard_normal((11, 16)),
+        "model.norm.weight": 1 + 0.1 * rng.standard_normal(16),
+    }
     if not tied:
         w["lm_head.weight"] = rng.standard_normal((11, 16))
     for i in range(2):
         p = f"model.layers.{i}."
-        shapes = {"self_attn.q_proj": (16, 16), "self_attn.k_proj": (8, 16), "self_attn.v_proj": (8, 16),
-                  "self_attn.o_proj": (16, 16), "mlp.gate_proj": (24, 16), "mlp.up_proj": (24, 16),
-                  "mlp.down_proj": (16, 24)}
+        shapes = {
+            "self_attn.q_proj": (16, 16),
+            "self_attn.k_proj": (8, 16),
+            "self_attn.v_proj": (8, 16),
+            "self_attn.o_proj": (16, 16),
+            "mlp.gate_proj": (24, 16),
+            "mlp.up_proj": (24, 16),
+            "mlp.down_proj": (16, 24),
+        }
         for name, shape in shapes.items():
             w[p + name + ".weight"] = rng.standard_normal(shape) * 0.3
             if bias and name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
@@ -61,7 +79,7 @@ def plain_llama_logits(w: dict, ids: list[int], inv_freq: np.ndarray, tied: bool
     def rope(v, pos):  # v: [hd]
         ang = pos * inv_freq
         cos, sin = np.concatenate([np.cos(ang)] * 2), np.concatenate([np.sin(ang)] * 2)
-        return v * cos + np.concatenate([-v[hd // 2:], v[: hd // 2]]) * sin
+        return v * cos + np.concatenate([-v[hd // 2 :], v[: hd // 2]]) * sin
 
     x = w["model.embed_tokens.weight"][ids]
     for i in range(2):
@@ -109,16 +127,32 @@ class ReferenceLlamaTest(unittest.TestCase):
         self.check(model_type="qwen2", bias=True, tied=False)
 
     def test_llama3_rope_scaling(self):
-        scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                   "original_max_position_embeddings": 8}
+        scaling = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8,
+        }
         self.check(scaling=scaling)
 
     def test_llama3_inv_freq_bands(self):
-        cfg = reference_llama.Config({"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 1,
-                                      "num_attention_heads": 1, "rope_theta": 500000.0,
-                                      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                                       "high_freq_factor": 4.0,
-                                                       "original_max_position_embeddings": 8192}})
+        cfg = reference_llama.Config(
+            {
+                "model_type": "llama",
+                "hidden_size": 128,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 1,
+                "rope_theta": 500000.0,
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                },
+            }
+        )
         plain = 1.0 / (500000.0 ** (np.arange(0, 128, 2) / 128))
         scaled = reference_llama.rope_inv_freq(cfg)
         wavelen = 2 * np.pi / plain
@@ -150,8 +184,11 @@ def plain_bert(w: dict, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, n_
 
     n, hidden = len(ids), w["embeddings.word_embeddings.weight"].shape[1]
     hd = hidden // n_heads
-    x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n]
-         + w["embeddings.token_type_embeddings.weight"][types])
+    x = (
+        w["embeddings.word_embeddings.weight"][ids]
+        + w["embeddings.position_embeddings.weight"][:n]
+        + w["embeddings.token_type_embeddings.weight"][types]
+    )
     x = ln(x, "embeddings.LayerNorm")
     for i in range(1):
         p = f"encoder.layer.{i}."
@@ -171,14 +208,27 @@ def plain_bert(w: dict, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, n_
 class MiniLmOnnxTest(unittest.TestCase):
     def test_graph_matches_plain_bert_with_padding(self):
         rng = np.random.default_rng(2)
-        cfg = {"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1, "layer_norm_eps": 1e-12,
-               "intermediate_size": 12}
-        shapes = {"embeddings.word_embeddings.weight": (20, 8), "embeddings.position_embeddings.weight": (16, 8),
-                  "embeddings.token_type_embeddings.weight": (2, 8)}
+        cfg = {
+            "hidden_size": 8,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "layer_norm_eps": 1e-12,
+            "intermediate_size": 12,
+        }
+        shapes = {
+            "embeddings.word_embeddings.weight": (20, 8),
+            "embeddings.position_embeddings.weight": (16, 8),
+            "embeddings.token_type_embeddings.weight": (2, 8),
+        }
         p = "encoder.layer.0."
-        for name, out_in in [("attention.self.query", (8, 8)), ("attention.self.key", (8, 8)),
-                             ("attention.self.value", (8, 8)), ("attention.output.dense", (8, 8)),
-                             ("intermediate.dense", (12, 8)), ("output.dense", (8, 12))]:
+        for name, out_in in [
+            ("attention.self.query", (8, 8)),
+            ("attention.self.key", (8, 8)),
+            ("attention.self.value", (8, 8)),
+            ("attention.output.dense", (8, 8)),
+            ("intermediate.dense", (12, 8)),
+            ("output.dense", (8, 12)),
+        ]:
             shapes[p + name + ".weight"] = out_in
             shapes[p + name + ".bias"] = (out_in[0],)
         for name in ["embeddings.LayerNorm", p + "attention.output.LayerNorm", p + "output.LayerNorm"]:

