@@ -1,0 +1,206 @@
+//! The Llama-family forward pass (Llama, Qwen2, Mistral), written once over [`Backend`].
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, KvLayout, ModelDims, StepBatch};
+use crate::checkpoint::{ModelConfig, WeightFiles};
+use crate::{Error, Result};
+
+/// Runs one batched forward step; what the engine's worker needs from a loaded model.
+pub trait ForwardStep: Send {
+    /// Writes the step's keys and values into the KV pool and returns the logits of the
+    /// last query token of every sequence that wants them, in batch order.
+    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Where the model runs, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            other => Err(Error::UnsupportedDevice(other.to_owned())),
+        }
+    }
+}
+
+struct LayerWeights<W> {
+    input_norm: W,
+    q: W,
+    k: W,
+    v: W,
+    qkv_bias: Option<[W; 3]>,
+    o: W,
+    post_norm: W,
+    gate: W,
+    up: W,
+    down: W,
+}
+
+/// A Llama-family model whose weights live on backend `B`.
+pub struct LlamaModel<B: Backend> {
+    backend: B,
+    embed: B::Weight,
+    layers: Vec<LayerWeights<B::Weight>>,
+    final_norm: B::Weight,
+    /// `None` when the output projection is tied to the embedding table.
+    lm_head: Option<B::Weight>,
+}
+
+impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel")
+            .field("backend", &self.backend.name())
+            .field("n_layers", &self.layers.len())
+            .finish()
+    }
+}
+
+/// The dimensions a backend needs, from a checked config.
+pub fn model_dims(config: &ModelConfig) -> ModelDims {
+    ModelDims {
+        n_layers: config.n_layers,
+        hidden_size: config.hidden_size,
+        intermediate_size: config.intermediate_size,
+        n_heads: config.n_heads,
+        n_kv_heads: config.n_kv_heads,
+        head_dim: config.head_dim,
+        vocab_size: config.vocab_size,
+        rms_norm_eps: config.rms_norm_eps,
+        rope_inv_freq: config.rope_inv_freq(),
+    }
+}
+
+/// Loads the checkpoint in `dir` onto `device` with a KV pool of `kv`.
+pub fn load(
+    dir: &Path,
+    config: &ModelConfig,
+    device: &Device,
+    kv: KvLayout,
+    show_progress: bool,
+) -> Result<Box<dyn ForwardStep>> {
+    let files = WeightFiles::open(dir)?;
+    match device {
+        Device::Cpu => {
+            let backend = CpuBackend::new(model_dims(config), kv)?;
+            Ok(Box::new(LlamaModel::load(backend, &files, config, show_progress)?))
+        }
+    }
+}
+
+impl<B: Backend> LlamaModel<B> {
+    /// Uploads every weight of the checkpoint to `backend`.
+    pub fn load(
+        mut backend: B,
+        files: &WeightFiles,
+        config: &ModelConfig,
+        show_progress: bool,
+    ) -> Result<Self> {
+        let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let q_out = config.n_heads * config.head_dim;
+        let kv_out = config.n_kv_heads * config.head_dim;
+        let tied = config.tie_word_embeddings || !files.contains("lm_head.weight");
+        let n_tensors = 2 + config.n_layers * 9 + usize::from(!tied);
+        let progress = if show_progress {
+            let bar = ProgressBar::new(n_tensors as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut get = |name: &str, shape: &[usize]| -> Result<B::Weight> {
+            progress.set_message(name.to_owned());
+            let tensor = files.get(name, shape)?;
+            progress.inc(1);
+            backend.upload(tensor)
+        };
+        let embed = get("model.embed_tokens.weight", &[v, h])?;
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for l in 0..config.n_layers {
+            let p = format!("model.layers.{l}");
+            let qkv_bias = if config.qkv_bias {
+                Some([
+                    get(&format!("{p}.self_attn.q_proj.bias"), &[q_out])?,
+                    get(&format!("{p}.self_attn.k_proj.bias"), &[kv_out])?,
+                    get(&format!("{p}.self_attn.v_proj.bias"), &[kv_out])?,
+                ])
+            } else {
+                None
+            };
+            layers.push(LayerWeights {
+                input_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                q: get(&format!("{p}.self_attn.q_proj.weight"), &[q_out, h])?,
+                k: get(&format!("{p}.self_attn.k_proj.weight"), &[kv_out, h])?,
+                v: get(&format!("{p}.self_attn.v_proj.weight"), &[kv_out, h])?,
+                qkv_bias,
+                o: get(&format!("{p}.self_attn.o_proj.weight"), &[h, q_out])?,
+                post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                gate: get(&format!("{p}.mlp.gate_proj.weight"), &[i, h])?,
+                up: get(&format!("{p}.mlp.up_proj.weight"), &[i, h])?,
+                down: get(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
+            });
+        }
+        let final_norm = get("model.norm.weight", &[h])?;
+        let lm_head = if tied {
+            None
+        } else {
+            Some(get("lm_head.weight", &[v, h])?)
+        };
+        progress.finish_and_clear();
+        Ok(Self {
+            backend,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+}
+
+impl<B: Backend> ForwardStep for LlamaModel<B> {
+    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+        let b = &mut self.backend;
+        b.begin_step(batch)?;
+        let mut residual = b.embed(&self.embed)?;
+        let Some(first) = self.layers.first() else {
+            return Err(Error::InvalidConfig("the model has no layers".into()));
+        };
+        let mut h = b.rms_norm(&residual, &first.input_norm)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let bias = layer.qkv_bias.as_ref();
+            let mut q = b.linear(&h, &layer.q, bias.map(|[q, _, _]| q))?;
+            let mut k = b.linear(&h, &layer.k, bias.map(|[_, k, _]| k))?;
+            let v = b.linear(&h, &layer.v, bias.map(|[_, _, v]| v))?;
+            b.rope_store_kv(index, &mut q, &mut k, &v)?;
+            let attention = b.paged_attention(index, &q)?;
+            let attention_out = b.linear(&attention, &layer.o, None)?;
+            h = b.add_rms_norm(&mut residual, &attention_out, &layer.post_norm)?;
+            let gate = b.linear(&h, &layer.gate, None)?;
+            let up = b.linear(&h, &layer.up, None)?;
+            let activated = b.silu_mul(&gate, &up)?;
+            let mlp_out = b.linear(&activated, &layer.down, None)?;
+            // The next sub-block's norm (or the final norm) is fused with this residual add.
+            let next_norm = self
+                .layers
+                .get(index + 1)
+                .map_or(&self.final_norm, |next| &next.input_norm);
+            h = b.add_rms_norm(&mut residual, &mlp_out, next_norm)?;
+        }
+        let rows = b.logit_rows(&h)?;
+        let logits = b.linear(&rows, self.lm_head.as_ref().unwrap_or(&self.embed), None)?;
+        b.to_host(&logits)
+    }
+}
