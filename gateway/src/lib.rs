@@ -1,1 +1,42 @@
-//! cachet gateway library.
+//! cachet's gateway: the OpenAI-compatible HTTP surface, the cache lookup/fill pipeline in front
+//! of an upstream, and the process around them.
+
+pub mod answer;
+pub mod cache;
+pub mod error;
+pub mod keys;
+pub mod request;
+mod routes;
+pub mod state;
+mod tee;
+pub mod upstream;
+
+use axum::Router;
+use axum::http::HeaderName;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use state::AppState;
+
+/// The gateway's router. Layers, outermost first: trace → request id → routes (which apply the
+/// body limit, then the cache, then the upstream).
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let layers = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id));
+    Router::new()
+        .route("/v1/chat/completions", post(routes::chat))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/models", get(routes::passthrough))
+        .route("/v1/models/{model}", get(routes::passthrough))
+        .route("/v1/embeddings", post(routes::passthrough))
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(layers)
+        .with_state(state)
+}

@@ -1,0 +1,139 @@
+//! Tenant identity and the hashes that address cache entries: the exact-match key, the entry id
+//! derived from it, and the partition that confines semantic search to one tenant and context.
+
+use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::request::{CacheRequest, write_canonical};
+
+/// Who a cache entry belongs to. Derived from the API key, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// The tenant of a request: a hash of its bearer key, or `anonymous` without one.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let key = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+            .filter(|k| !k.is_empty());
+        match key {
+            Some(key) => {
+                let digest = Sha256::new()
+                    .chain_update(b"cachet-tenant\0")
+                    .chain_update(key)
+                    .finalize();
+                Self(hex::encode(&digest[..12]))
+            }
+            None => Self("anonymous".to_owned()),
+        }
+    }
+
+    /// The tenant that entries of shared categories belong to.
+    pub fn shared() -> Self {
+        Self("shared".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The exact-match key of a request: everything that changes its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactKey([u8; 32]);
+
+impl ExactKey {
+    pub fn new(tenant: &Tenant, category: &str, request: &CacheRequest) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"cachet-exact-v1\0")
+            .chain_update(tenant.as_str())
+            .chain_update(b"\0")
+            .chain_update(category)
+            .chain_update(b"\0")
+            .chain_update(request.route.path())
+            .chain_update(b"\0")
+            .chain_update(request.canonical_output_fields())
+            .finalize();
+        Self(digest.into())
+    }
+
+    /// The id of the entry stored under this key.
+    pub fn entry_id(&self) -> u64 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(head)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// The partition a request's semantic neighbours must share: same tenant, category, route,
+/// model, and the same conversation before the last user message.
+pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64 {
+    let mut context = String::new();
+    for message in &request.context {
+        write_canonical(message, &mut context);
+        context.push('\n');
+    }
+    let digest = Sha256::new()
+        .chain_update(b"cachet-partition-v1\0")
+        .chain_update(tenant.as_str())
+        .chain_update(b"\0")
+        .chain_update(category)
+        .chain_update(b"\0")
+        .chain_update(request.route.path())
+        .chain_update(b"\0")
+        .chain_update(&request.model)
+        .chain_update(b"\0")
+        .chain_update(context)
+        .finalize();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::request::Route;
+
+    fn tenant(auth: Option<&str>) -> Tenant {
+        let mut headers = HeaderMap::new();
+        if let Some(auth) = auth {
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(auth).expect("header"),
+            );
+        }
+        Tenant::from_headers(&headers)
+    }
+
+    #[test]
+    fn tenants_are_key_hashes() {
+        assert_eq!(tenant(Some("Bearer sk-a")), tenant(Some("Bearer sk-a")));
+        assert_ne!(tenant(Some("Bearer sk-a")), tenant(Some("Bearer sk-b")));
+        assert_eq!(tenant(None).as_str(), "anonymous");
+        assert!(!tenant(Some("Bearer sk-a")).as_str().contains("sk-a"));
+    }
+
+    #[test]
+    fn keys_separate_tenants_and_contexts() {
+        let req = |body: &str| CacheRequest::parse(Route::Chat, body.as_bytes()).expect("valid");
+        let a = req(r#"{"model":"m","messages":[{"role":"user","content":"q"}]}"#);
+        let b = req(
+            r#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}]}"#,
+        );
+        let (t1, t2) = (tenant(Some("Bearer 1")), tenant(Some("Bearer 2")));
+        assert_ne!(ExactKey::new(&t1, "c", &a), ExactKey::new(&t2, "c", &a));
+        assert_ne!(ExactKey::new(&t1, "c", &a), ExactKey::new(&t1, "c", &b));
+        assert_eq!(partition(&t1, "c", &a), partition(&t1, "c", &a));
+        assert_ne!(partition(&t1, "c", &a), partition(&t2, "c", &a));
+        assert_ne!(partition(&t1, "c", &a), partition(&t1, "c", &b));
+    }
+}

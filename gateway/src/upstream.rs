@@ -1,0 +1,117 @@
+//! The client for the OpenAI-compatible upstream that answers cache misses.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, Method, Response, header};
+use bytes::Bytes;
+use cachet_policies::UpstreamSettings;
+use futures::StreamExt;
+
+use crate::error::ApiError;
+use crate::tee::Tee;
+
+/// Request headers that are not forwarded: hop-by-hop ones, ones the client sets anew, and
+/// `accept-encoding`, so that the upstream answers uncompressed and answers can be cached.
+const DROPPED_REQUEST_HEADERS: [HeaderName; 10] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::ACCEPT_ENCODING,
+    header::PROXY_AUTHORIZATION,
+    header::CACHE_CONTROL,
+];
+
+/// Response headers not passed back: hop-by-hop ones and the length of a body that is re-streamed.
+const DROPPED_RESPONSE_HEADERS: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            client,
+            base: settings.url.as_str().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request to `{base}{path}` with the client's headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut forwarded = headers.clone();
+        for name in &DROPPED_REQUEST_HEADERS {
+            forwarded.remove(name);
+        }
+        let cachet_headers: Vec<HeaderName> = forwarded
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-cachet-"))
+            .cloned()
+            .collect();
+        for name in cachet_headers {
+            forwarded.remove(name);
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .headers(forwarded)
+            .body(body)
+            .send()
+            .await;
+        metrics::histogram!("cachet_upstream_headers_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|e| {
+            metrics::counter!("cachet_upstream_errors_total").increment(1);
+            if e.is_timeout() {
+                ApiError::UpstreamTimeout(e)
+            } else {
+                ApiError::UpstreamUnavailable(e)
+            }
+        })
+    }
+}
+
+/// The upstream's response passed through as it arrives; with `tee`, the body is also collected
+/// and handed over once it has fully arrived.
+pub fn relay(response: reqwest::Response, tee: Option<Tee>) -> Response<Body> {
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    for name in &DROPPED_RESPONSE_HEADERS {
+        headers.remove(name);
+    }
+    let stream = response.bytes_stream().boxed();
+    let body = match tee {
+        Some(tee) => Body::from_stream(tee.wrap(stream)),
+        None => Body::from_stream(stream),
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
