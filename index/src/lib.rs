@@ -1,1 +1,22 @@
-//! cachet-index.
+//! cachet-index: per-category nearest-neighbour search over cached entries' vectors (HNSW
+//! graphs with tenant partitions, expiry, quotas and compaction) and the embedded entry store.
+// Unit tests may unwrap: a panic there is a test failure with a backtrace.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod compaction;
+mod distance;
+mod error;
+mod params;
+mod search;
+mod segment;
+mod state;
+mod store;
+mod vector_index;
+
+pub use error::{Error, Result};
+pub use params::{IndexParams, IndexTuning, MAX_M};
+pub use store::{MemoryStore, StoredEntry};
+pub use vector_index::{IndexStats, Neighbor, VectorIndex};
+
+/// Identifies a cached entry; the gateway derives it from the exact-match key hash.
+pub type EntryId = u64;
