@@ -1,0 +1,17 @@
+//! End-to-end tests: the real `cachet` binary between the official `openai` Python SDK and a
+//! scripted OpenAI-compatible upstream, all over real HTTP on 127.0.0.1.
+//!
+//! One test binary with one module per area, so the suite links once. Build the gateway
+//! first: `cargo build -p cachet-gateway && cargo test -p cachet-tests` (see the crate docs).
+
+// Tests may unwrap: a panic there is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod cache_control;
+mod cache_flow;
+mod cli;
+mod http_surface;
+mod sdk_upstream;
+mod support;
+mod tenants;
+mod upstream_failures;

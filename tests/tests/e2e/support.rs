@@ -1,0 +1,185 @@
+//! What every scenario needs: a scripted upstream, a gateway in front of it, the SDK driver,
+//! and raw HTTP for what the SDK would hide.
+
+use std::collections::BTreeMap;
+
+use cachet_tests::{ChatCall, Gateway, GatewayConfig, OpenAiPy, ScriptedUpstream};
+use serde_json::Value;
+
+/// Questions and paraphrases whose all-MiniLM-L6-v2 (int8) cosine similarity is far above
+/// the default `general` threshold of 0.90 (measured with the fetch script's reference recipe:
+/// mean pooling over the attention mask, L2 normalisation).
+pub const EVEREST: &str = "How tall is Mount Everest?";
+/// Cosine 0.975 to [`EVEREST`].
+pub const EVEREST_PARAPHRASE: &str = "What is the height of Mount Everest?";
+pub const FRANCE: &str = "What is the capital of France?";
+/// Cosine 0.962 to [`FRANCE`].
+pub const FRANCE_PARAPHRASE: &str = "What is the capital city of France?";
+/// Cosine 0.661 to [`FRANCE`]: close in wording, different answer; must miss.
+pub const GERMANY: &str = "What is the capital of Germany?";
+pub const PHOTOSYNTHESIS: &str = "Explain photosynthesis in simple terms.";
+/// Cosine 0.979 to [`PHOTOSYNTHESIS`].
+pub const PHOTOSYNTHESIS_PARAPHRASE: &str = "Can you explain photosynthesis in simple terms?";
+pub const BOILING: &str = "What is the boiling point of water at sea level?";
+/// Cosine 0.991 to [`BOILING`].
+pub const BOILING_PARAPHRASE: &str = "At sea level, what is the boiling point of water?";
+/// Cosine ≤ 0.10 to all of the above.
+pub const SOURDOUGH: &str = "How do I bake sourdough bread at home?";
+
+pub const KEY_A: &str = "sk-tenant-a";
+pub const KEY_B: &str = "sk-tenant-b";
+
+/// Upstream + gateway + SDK driver, torn down in reverse order on drop.
+pub struct Stack {
+    pub client: OpenAiPy,
+    pub gateway: Gateway,
+    pub upstream: ScriptedUpstream,
+}
+
+impl Stack {
+    /// The default config in front of a fresh scripted upstream.
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// The default config, changed by `edit`, in front of a fresh scripted upstream.
+    pub fn start_with(edit: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let upstream = ScriptedUpstream::start().expect("start the scripted upstream");
+        let mut config =
+            GatewayConfig::default_with_upstream(&upstream.base_url()).expect("default config");
+        edit(&mut config);
+        let gateway = Gateway::start(&config).expect("start the gateway");
+        let client = OpenAiPy::start(&gateway.api_url()).expect("start the python driver");
+        Self {
+            client,
+            gateway,
+            upstream,
+        }
+    }
+
+    /// A chat call through the SDK; panics if the driver itself fails.
+    pub fn chat(&mut self, call: &ChatCall) -> cachet_tests::CallOutcome {
+        self.client.chat(call).expect("python driver")
+    }
+
+    /// Raw HTTP to this gateway.
+    pub fn raw(&self) -> Raw {
+        Raw::new(self.gateway.base_url())
+    }
+}
+
+/// An HTTP response read whole.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("body is not json ({err}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Asserts the body is an OpenAI-shaped error: `{"error": {"message", "type", "code",
+    /// "param"}}` with a non-empty message; returns the error object.
+    pub fn assert_openai_error(&self) -> Value {
+        let body = self.json();
+        let error = body
+            .get("error")
+            .unwrap_or_else(|| panic!("no `error` object: {body}"))
+            .clone();
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "error without message: {body}");
+        assert!(error["type"].is_string(), "error without type: {body}");
+        for key in ["code", "param"] {
+            assert!(error.get(key).is_some(), "error without `{key}`: {body}");
+        }
+        error
+    }
+}
+
+/// A small blocking HTTP client over reqwest, so that the scenarios stay synchronous.
+pub struct Raw {
+    base_url: String,
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Raw {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RawResponse {
+        self.send(self.client.get(format!("{}{path}", self.base_url)))
+    }
+
+    /// POSTs `body` as `application/json` with a bearer key.
+    pub fn post(&self, path: &str, key: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base_url))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    }
+
+    fn send(&self, request: reqwest::RequestBuilder) -> RawResponse {
+        self.runtime.block_on(async {
+            let response = request.send().await.expect("http request");
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect();
+            let body = response.text().await.expect("http body");
+            RawResponse {
+                status,
+                headers,
+                body,
+            }
+        })
+    }
+}
+
+/// Samples of a Prometheus text exposition: `name{labels}` → value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a prometheus sample: {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a prometheus value: {line:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The similarity header as a number.
+pub fn similarity(outcome: &cachet_tests::CallOutcome) -> f64 {
+    outcome
+        .header("x-cachet-similarity")
+        .unwrap_or_else(|| panic!("no x-cachet-similarity on a hit: {outcome:#?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("x-cachet-similarity is not a number: {outcome:#?}"))
+}
