@@ -19,9 +19,10 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// `configs/default.toml`, listening on a free port and forwarding misses to `upstream_url`
-    /// (a base URL ending in `/v1`).
+    /// (a base URL ending in `/v1`) instead of starting the bundled engine.
     pub fn default_with_upstream(upstream_url: &str) -> Result<Self> {
         let mut config = Self::from_file(&paths::repo_root().join("configs/default.toml"))?;
+        config.sections.retain(|(name, _)| name != "engine");
         config.set("server.listen", "127.0.0.1:0")?;
         config.set("upstream.url", upstream_url)?;
         Ok(config)

@@ -10,6 +10,7 @@
 mod cache_control;
 mod cache_flow;
 mod cli;
+mod concurrency;
 mod http_surface;
 mod sdk_upstream;
 mod support;
