@@ -3,12 +3,15 @@
 
 mod classify;
 mod config;
+mod context;
 mod error;
+mod guards;
 mod raw;
 
 pub use classify::{Classification, RequestFacts};
 pub use config::{
-    CacheSettings, Category, Config, DeviceSpec, EmbedderSettings, IndexSettings, MatchRules,
+    CacheSettings, Category, Config, DeviceSpec, EmbedderSettings, EngineSettings, IndexSettings, MatchRules,
     ServerSettings, StoreSettings, Threshold, UpstreamSettings,
 };
 pub use error::{Error, Problem, Result};
+pub use guards::{Guard, GuardSet, Refusal, check_guards};
