@@ -1,0 +1,190 @@
+//! What the embedder is started with: file locations, device and batching limits.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Where the model runs. Chosen explicitly; a device that cannot run is a start-up error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider on the GPU with this ordinal.
+    Cuda(u32),
+}
+
+impl FromStr for Device {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self> {
+        let invalid = || Error::InvalidDevice {
+            input: input.to_owned(),
+        };
+        let trimmed = input.trim();
+        if trimmed.eq_ignore_ascii_case("cpu") {
+            return Ok(Self::Cpu);
+        }
+        let (kind, ordinal) = trimmed.split_once(':').ok_or_else(invalid)?;
+        if !kind.eq_ignore_ascii_case("cuda") || ordinal.starts_with('+') {
+            return Err(invalid());
+        }
+        ordinal.parse().map(Self::Cuda).map_err(|_| invalid())
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+/// Everything [`crate::Embedder::start`] needs; the gateway's config layer builds it.
+#[derive(Debug, Clone)]
+pub struct EmbedderConfig {
+    /// The ONNX model (a BERT-style encoder whose first output is `last_hidden_state`).
+    pub model: PathBuf,
+    /// The Hugging Face `tokenizer.json` that belongs to the model.
+    pub tokenizer: PathBuf,
+    /// The ONNX Runtime shared library (`libonnxruntime.so.1.3x.y`).
+    pub onnxruntime: PathBuf,
+    /// CPU or one CUDA device.
+    pub device: Device,
+    /// Inputs are truncated to this many tokens, special tokens included.
+    pub max_tokens: usize,
+    /// The most texts one model run takes.
+    pub max_batch: usize,
+    /// How long the worker waits for more requests to fill a batch once it has one.
+    pub batch_wait: Duration,
+    /// ONNX Runtime intra-op threads; 0 leaves ONNX Runtime's default (one per core).
+    pub intra_threads: usize,
+}
+
+impl EmbedderConfig {
+    /// A config with the defaults for everything but the three files.
+    pub fn new(model: PathBuf, tokenizer: PathBuf, onnxruntime: PathBuf) -> Self {
+        Self {
+            model,
+            tokenizer,
+            onnxruntime,
+            device: Device::Cpu,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            intra_threads: 0,
+        }
+    }
+
+    /// The batching part of the config.
+    pub fn batch_options(&self) -> BatchOptions {
+        BatchOptions {
+            max_batch: self.max_batch,
+            batch_wait: self.batch_wait,
+            ..BatchOptions::default()
+        }
+    }
+}
+
+/// Default truncation length: all-MiniLM-L6-v2 was trained on 256-token inputs.
+pub const DEFAULT_MAX_TOKENS: usize = 256;
+/// Default largest batch.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+/// Default wait for a batch to fill: short, since a lone request should not pay for it.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(1);
+
+/// How the worker forms batches out of queued requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// The most texts one backend call takes.
+    pub max_batch: usize,
+    /// After the first request arrives, how long to wait for others; zero takes only what is queued.
+    pub batch_wait: Duration,
+    /// How many requests may wait in the queue before callers wait to enqueue.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_wait: DEFAULT_BATCH_WAIT,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl BatchOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_batch == 0 {
+            return Err(Error::InvalidConfig {
+                field: "max_batch",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::InvalidConfig {
+                field: "queue_capacity",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Option<Device>) {
+        let parsed = input.parse::<Device>();
+        match expected {
+            Some(device) => assert_eq!(parsed.ok(), Some(device), "{input:?}"),
+            None => {
+                let message = parsed.expect_err(input).to_string();
+                assert!(
+                    message.contains("expected \"cpu\" or \"cuda:N\""),
+                    "{message}"
+                );
+                assert!(message.contains(&format!("{input:?}")), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn parses_devices() {
+        check("cpu", Some(Device::Cpu));
+        check("CPU", Some(Device::Cpu));
+        check("cuda:0", Some(Device::Cuda(0)));
+        check("cuda:3", Some(Device::Cuda(3)));
+        check(" cuda:1 ", Some(Device::Cuda(1)));
+        check("cuda", None);
+        check("cuda:", None);
+        check("cuda:-1", None);
+        check("cuda:+1", None);
+        check("cuda:x", None);
+        check("gpu:0", None);
+        check("", None);
+    }
+
+    #[test]
+    fn device_display_round_trips() {
+        for device in [Device::Cpu, Device::Cuda(0), Device::Cuda(7)] {
+            assert_eq!(device.to_string().parse::<Device>().ok(), Some(device));
+        }
+    }
+
+    #[test]
+    fn zero_batch_is_rejected() {
+        let options = BatchOptions {
+            max_batch: 0,
+            ..BatchOptions::default()
+        };
+        let message = options.validate().expect_err("max_batch 0").to_string();
+        assert!(message.contains("max_batch"), "{message}");
+    }
+}
