@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod request;

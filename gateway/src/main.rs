@@ -113,6 +113,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let cache = Cache::new(Arc::clone(&config), embedder).context("failed to create the cache")?;
     let upstream =
         Upstream::new(&config.upstream).context("failed to create the upstream client")?;
+    // The engine starts before the gateway listens, so that the first request finds it ready.
+    let engine = match config.engine.clone() {
+        Some(settings) => Some(
+            cachet_gateway::engine::supervise(settings, upstream.clone())
+                .await
+                .context("failed to start the bundled engine")?,
+        ),
+        None => None,
+    };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("failed to install the metrics recorder")?;
@@ -131,12 +140,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, upstream = %config.upstream.url, "cachet serving");
+    tracing::info!(%addr, upstream = %state.upstream.base_url(), "cachet serving");
     println!("listening on http://{addr}");
-    axum::serve(listener, app(state))
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())
-        .await
-        .context("server failed")
+        .await;
+    if let Some(engine) = engine {
+        engine.shutdown().await;
+    }
+    served.context("server failed")
 }
 
 async fn shutdown() {

@@ -1,10 +1,13 @@
 //! The client for the OpenAI-compatible upstream that answers cache misses.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, header};
 use bytes::Bytes;
 use cachet_policies::UpstreamSettings;
 use futures::StreamExt;
+use parking_lot::RwLock;
 
 use crate::error::ApiError;
 use crate::tee::Tee;
@@ -36,7 +39,8 @@ const DROPPED_RESPONSE_HEADERS: [HeaderName; 5] = [
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: reqwest::Client,
-    base: String,
+    /// Changes when a supervised engine restarts on a new port.
+    base: Arc<RwLock<String>>,
 }
 
 impl Upstream {
@@ -48,12 +52,18 @@ impl Upstream {
             .build()?;
         Ok(Self {
             client,
-            base: settings.url.as_str().trim_end_matches('/').to_owned(),
+            base: Arc::new(RwLock::new(
+                settings.url.as_str().trim_end_matches('/').to_owned(),
+            )),
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    pub fn base_url(&self) -> String {
+        self.base.read().clone()
+    }
+
+    pub fn set_base_url(&self, url: String) {
+        *self.base.write() = url;
     }
 
     /// Sends a request to `{base}{path}` with the client's headers.
@@ -79,7 +89,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let result = self
             .client
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base_url()))
             .headers(forwarded)
             .body(body)
             .send()

@@ -55,6 +55,8 @@ impl FromStr for DeviceSpec {
 pub struct Config {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
+    /// The bundled engine to start as the upstream, if configured.
+    pub engine: Option<EngineSettings>,
     pub embedder: EmbedderSettings,
     pub index: IndexSettings,
     pub store: StoreSettings,
@@ -76,6 +78,21 @@ pub struct UpstreamSettings {
     pub url: url::Url,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+}
+
+/// How the gateway starts and supervises the bundled `cachet-engine` as its upstream.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The engine executable; `None` means `cachet-engine` beside the `cachet` executable.
+    pub binary: Option<PathBuf>,
+    /// Hugging Face checkpoint directory to serve.
+    pub model: PathBuf,
+    /// `cpu` or `cuda:N`, passed to the engine.
+    pub device: String,
+    /// Extra flags for `cachet-engine serve`.
+    pub args: Vec<String>,
+    /// How long the engine may take to load and start listening.
+    pub startup_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +294,24 @@ fn validate(raw: RawConfig) -> Result<Config> {
     );
     let timeout = c.duration("upstream.timeout", raw.upstream.timeout.as_deref(), "10m");
 
+    let engine = raw.engine.as_ref().map(|raw| {
+        let device = raw.device.clone().unwrap_or_else(|| "cpu".to_owned());
+        if let Err(message) = device.parse::<DeviceSpec>() {
+            c.report("engine.device", message);
+        }
+        EngineSettings {
+            binary: raw.binary.as_ref().map(PathBuf::from),
+            model: path_or(&raw.model, "assets/smollm2-135m"),
+            device,
+            args: raw.args.clone(),
+            startup_timeout: c.duration(
+                "engine.startup_timeout",
+                raw.startup_timeout.as_deref(),
+                "5m",
+            ),
+        }
+    });
+
     let e = &raw.embedder;
     let device_text = e.device.as_deref().unwrap_or("cpu");
     let device = device_text.parse().unwrap_or_else(|message: String| {
@@ -359,6 +394,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
     Ok(Config {
         server,
         upstream,
+        engine,
         embedder,
         index,
         store,

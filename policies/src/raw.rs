@@ -9,6 +9,7 @@ use serde::Deserialize;
 pub(crate) struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
+    pub engine: Option<RawEngine>,
     pub embedder: RawEmbedder,
     pub index: RawIndex,
     pub store: RawStore,
@@ -30,6 +31,16 @@ pub(crate) struct RawUpstream {
     pub url: Option<String>,
     pub connect_timeout: Option<String>,
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawEngine {
+    pub binary: Option<String>,
+    pub model: Option<String>,
+    pub device: Option<String>,
+    pub args: Vec<String>,
+    pub startup_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

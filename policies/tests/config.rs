@@ -89,6 +89,20 @@ fn unknown_keys_and_wrong_types_name_the_field() {
 }
 
 #[test]
+fn engine_section_is_optional_and_validated() {
+    assert!(Config::from_toml("").expect("valid").engine.is_none());
+    let config = Config::from_toml("[engine]\nmodel = \"m\"\nargs = [\"--kv-blocks\", \"64\"]\n")
+        .expect("valid");
+    let engine = config.engine.expect("engine configured");
+    assert_eq!(engine.device, "cpu");
+    assert_eq!(engine.args, ["--kv-blocks", "64"]);
+    check_refused(
+        "[engine]\ndevice = \"gpu\"\nstartup_timeout = \"soon\"\n",
+        &["engine.device:", "engine.startup_timeout:"],
+    );
+}
+
+#[test]
 fn default_category_must_exist() {
     check_refused(
         "[cache]\ndefault_category = \"misc\"\n[categories.code]\n",
