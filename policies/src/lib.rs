@@ -10,8 +10,11 @@ mod raw;
 
 pub use classify::{Classification, RequestFacts};
 pub use config::{
-    CacheSettings, Category, Config, DeviceSpec, EmbedderSettings, EngineSettings, IndexSettings, MatchRules,
-    ServerSettings, StoreSettings, Threshold, UpstreamSettings,
+    CacheSettings, Category, Config, DeviceSpec, EmbedderSettings, EngineSettings, IndexSettings,
+    MatchRules, ServerSettings, StoreSettings, Threshold, UpstreamSettings,
+};
+pub use context::{
+    ContextSettings, ConversationView, FinalKind, Message, compare_context, conversation_view,
 };
 pub use error::{Error, Problem, Result};
 pub use guards::{Guard, GuardSet, Refusal, check_guards};

@@ -11,8 +11,12 @@ mod text;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use lexicon::{ANTONYM_STEMS, CONTRAST_STEMS, DATES, IGNORABLE, NEGATORS};
-use text::{Analysed, negative_of, number_value, same_word, stem};
+use lexicon::{ANTONYM_STEMS, CONTRAST_STEMS, DATES, NEGATORS};
+use text::{negative_of, number_value};
+
+pub(crate) use lexicon::IGNORABLE;
+pub(crate) use minimal::align;
+pub(crate) use text::{Analysed, same_word, stem};
 
 /// One kind of check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,10 +155,10 @@ pub(crate) fn number_values(t: &Analysed) -> (Vec<String>, Vec<&str>) {
     for (i, w) in t.words.iter().enumerate() {
         if let Some(v) = number_value(&w.lower) {
             let digits = w.lower.starts_with(|c: char| c.is_ascii_digit());
-            if let Some(next) = t.words.get(i + 1).filter(|_| digits) {
-                if next.lower == "am" || next.lower == "pm" {
-                    meridiem.push(next.lower.as_str());
-                }
+            if let Some(next) = t.words.get(i + 1).filter(|_| digits)
+                && (next.lower == "am" || next.lower == "pm")
+            {
+                meridiem.push(next.lower.as_str());
             }
             values.push(v);
         }
