@@ -14,8 +14,8 @@ fn is_hit(outcome: &cachet_tests::CallOutcome) -> bool {
 #[test]
 fn no_cache_skips_the_lookup_but_stores_the_answer() {
     let mut stack = Stack::start();
-    let first = stack.chat(&ChatCall::new(EVEREST));
-    let fresh = stack.chat(&ChatCall::new(EVEREST).header("Cache-Control", "no-cache"));
+    let first = stack.chat_stored(&ChatCall::new(EVEREST));
+    let fresh = stack.chat_stored(&ChatCall::new(EVEREST).header("Cache-Control", "no-cache"));
     assert_eq!(fresh.cache(), Some("bypass"), "{fresh:#?}");
     assert_eq!(fresh.text(), format!("Answer 2 to: {EVEREST}"));
     assert_ne!(fresh.text(), first.text());
@@ -23,7 +23,7 @@ fn no_cache_skips_the_lookup_but_stores_the_answer() {
 
     // An answer fetched with no-cache is stored: a later plain request hits it.
     let question = SOURDOUGH;
-    let bypassed = stack.chat(&ChatCall::new(question).header("Cache-Control", "no-cache"));
+    let bypassed = stack.chat_stored(&ChatCall::new(question).header("Cache-Control", "no-cache"));
     assert_eq!(bypassed.cache(), Some("bypass"), "{bypassed:#?}");
     let later = stack.chat(&ChatCall::new(question));
     assert_eq!(later.cache(), Some("hit-exact"), "{later:#?}");
@@ -74,7 +74,7 @@ fn the_live_category_is_never_cached() {
 fn code_questions_fall_into_the_code_category() {
     let mut stack = Stack::start();
     let question = "How do I reverse a list in Python?";
-    let first = stack.chat(&ChatCall::new(question));
+    let first = stack.chat_stored(&ChatCall::new(question));
     assert_eq!(
         first.header("x-cachet-category"),
         Some("code"),
@@ -112,7 +112,7 @@ fn several_choices_are_not_cached() {
 #[test]
 fn output_affecting_parameters_are_part_of_the_key() {
     let mut stack = Stack::start();
-    stack.chat(&ChatCall::new(EVEREST).param("max_tokens", json!(16)));
+    stack.chat_stored(&ChatCall::new(EVEREST).param("max_tokens", json!(16)));
     let longer = stack.chat(&ChatCall::new(EVEREST).param("max_tokens", json!(512)));
     assert_ne!(
         longer.cache(),

@@ -10,7 +10,7 @@ use crate::support::*;
 fn question_then_same_then_paraphrase_then_unrelated() {
     let mut stack = Stack::start();
 
-    let first = stack.chat(&ChatCall::new(EVEREST));
+    let first = stack.chat_stored(&ChatCall::new(EVEREST));
     assert_eq!(first.text(), format!("Answer 1 to: {EVEREST}"));
     assert_eq!(first.cache(), Some("miss"), "{first:#?}");
     assert_eq!(first.header("x-cachet-category"), Some("general"));
@@ -45,7 +45,7 @@ fn question_then_same_then_paraphrase_then_unrelated() {
 #[test]
 fn hits_get_a_fresh_id_and_created() {
     let mut stack = Stack::start();
-    let first = stack.chat(&ChatCall::new(FRANCE));
+    let first = stack.chat_stored(&ChatCall::new(FRANCE));
     let hit = stack.chat(&ChatCall::new(FRANCE));
     assert_eq!(hit.cache(), Some("hit-exact"), "{hit:#?}");
     let (first_id, hit_id) = (first.id.clone().unwrap(), hit.id.clone().unwrap());
@@ -62,8 +62,8 @@ fn hits_get_a_fresh_id_and_created() {
 #[test]
 fn a_close_wording_with_another_meaning_misses() {
     let mut stack = Stack::start();
-    stack.chat(&ChatCall::new(FRANCE));
-    let germany = stack.chat(&ChatCall::new(GERMANY));
+    stack.chat_stored(&ChatCall::new(FRANCE));
+    let germany = stack.chat_stored(&ChatCall::new(GERMANY));
     assert_eq!(germany.cache(), Some("miss"), "{germany:#?}");
     assert_eq!(germany.text(), format!("Answer 2 to: {GERMANY}"));
     let paraphrase = stack.chat(&ChatCall::new(FRANCE_PARAPHRASE));
@@ -74,7 +74,7 @@ fn a_close_wording_with_another_meaning_misses() {
 #[test]
 fn a_streamed_miss_is_stored_and_served_to_a_plain_request() {
     let mut stack = Stack::start();
-    let streamed = stack.chat(&ChatCall::new(PHOTOSYNTHESIS).stream(true));
+    let streamed = stack.chat_stored(&ChatCall::new(PHOTOSYNTHESIS).stream(true));
     assert_eq!(streamed.cache(), Some("miss"), "{streamed:#?}");
     assert_eq!(streamed.text(), format!("Answer 1 to: {PHOTOSYNTHESIS}"));
     assert_eq!(streamed.finish_reason.as_deref(), Some("stop"));
@@ -95,7 +95,7 @@ fn a_streamed_miss_is_stored_and_served_to_a_plain_request() {
 #[test]
 fn a_plain_miss_is_replayed_as_sse_to_a_streaming_request() {
     let mut stack = Stack::start();
-    let plain = stack.chat(&ChatCall::new(BOILING));
+    let plain = stack.chat_stored(&ChatCall::new(BOILING));
     assert_eq!(plain.cache(), Some("miss"));
 
     for (question, expected) in [(BOILING, "hit-exact"), (BOILING_PARAPHRASE, "hit-semantic")] {
@@ -125,7 +125,7 @@ fn a_streamed_miss_is_replayed_to_a_streaming_request() {
     let call = ChatCall::new(EVEREST)
         .stream(true)
         .param("stream_options", serde_json::json!({"include_usage": true}));
-    let first = stack.chat(&call);
+    let first = stack.chat_stored(&call);
     assert_eq!(first.cache(), Some("miss"));
     let second = stack.chat(&call);
     assert_eq!(second.cache(), Some("hit-exact"), "{second:#?}");
@@ -155,7 +155,7 @@ fn the_upstream_sees_the_request_as_sent() {
 #[test]
 fn another_system_prompt_or_model_is_another_context() {
     let mut stack = Stack::start();
-    stack.chat(&ChatCall::new(EVEREST));
+    stack.chat_stored(&ChatCall::new(EVEREST));
     let pirate = stack.chat(&ChatCall::new(EVEREST).system("Answer like a pirate."));
     assert!(
         !pirate.cache().unwrap_or_default().starts_with("hit"),
@@ -172,7 +172,7 @@ fn another_system_prompt_or_model_is_another_context() {
 #[test]
 fn the_completions_api_caches_plain_and_streamed() {
     let mut stack = Stack::start();
-    let first = stack.client.completion(&ChatCall::new(FRANCE)).unwrap();
+    let first = stack.completion_stored(&ChatCall::new(FRANCE));
     assert_eq!(first.cache(), Some("miss"), "{first:#?}");
     assert_eq!(first.text(), format!("Answer 1 to: {FRANCE}"));
     let plain_hit = stack.client.completion(&ChatCall::new(FRANCE)).unwrap();

@@ -83,7 +83,7 @@ fn metrics_count_hits_and_misses() {
     );
     let before = parse_metrics(&before.body);
 
-    stack.chat(&ChatCall::new(EVEREST));
+    stack.chat_stored(&ChatCall::new(EVEREST));
     stack.chat(&ChatCall::new(EVEREST));
     stack.chat(&ChatCall::new(EVEREST_PARAPHRASE));
     let after_text = stack.raw().get("/metrics").body;

@@ -2,6 +2,7 @@
 //! and raw HTTP for what the SDK would hide.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use cachet_tests::{ChatCall, Gateway, GatewayConfig, OpenAiPy, ScriptedUpstream};
 use serde_json::Value;
@@ -25,6 +26,9 @@ pub const BOILING: &str = "What is the boiling point of water at sea level?";
 pub const BOILING_PARAPHRASE: &str = "At sea level, what is the boiling point of water?";
 /// Cosine ≤ 0.10 to all of the above.
 pub const SOURDOUGH: &str = "How do I bake sourdough bread at home?";
+
+/// Longest wait for the gateway to store an answer it has sent.
+const FILL_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub const KEY_A: &str = "sk-tenant-a";
 pub const KEY_B: &str = "sk-tenant-b";
@@ -62,6 +66,48 @@ impl Stack {
         self.client.chat(call).expect("python driver")
     }
 
+    /// A chat call whose answer the gateway must store; returns once it is stored.
+    ///
+    /// The gateway fills the cache off the response path (in a task spawned when the upstream
+    /// body ends, which embeds the question first when the lookup did not), so a client that
+    /// asks again at once can still miss. The tests wait on `cachet_fills_total` instead of
+    /// sleeping, which also checks that the fill happens.
+    pub fn chat_stored(&mut self, call: &ChatCall) -> cachet_tests::CallOutcome {
+        let before = self.fills();
+        let outcome = self.chat(call);
+        self.wait_for_fills(before + 1.0, &outcome);
+        outcome
+    }
+
+    /// The `completion` twin of [`Stack::chat_stored`].
+    pub fn completion_stored(&mut self, call: &ChatCall) -> cachet_tests::CallOutcome {
+        let before = self.fills();
+        let outcome = self.client.completion(call).expect("python driver");
+        self.wait_for_fills(before + 1.0, &outcome);
+        outcome
+    }
+
+    /// Answers stored so far (`cachet_fills_total` over all categories).
+    pub fn fills(&self) -> f64 {
+        let metrics = self.raw().get("/metrics");
+        parse_metrics(&metrics.body)
+            .iter()
+            .filter(|(series, _)| series.starts_with("cachet_fills_total"))
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    fn wait_for_fills(&self, count: f64, outcome: &cachet_tests::CallOutcome) {
+        let deadline = Instant::now() + FILL_TIMEOUT;
+        while self.fills() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the answer was not stored within {FILL_TIMEOUT:?}: {outcome:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Raw HTTP to this gateway.
     pub fn raw(&self) -> Raw {
         Raw::new(self.gateway.base_url())
@@ -73,7 +119,10 @@ impl Stack {
 pub struct RawResponse {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
+    /// The body as far as it arrived.
     pub body: String,
+    /// Why the body broke off, if it did.
+    pub body_error: Option<String>,
 }
 
 impl RawResponse {
@@ -149,11 +198,15 @@ impl Raw {
                     Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
                 })
                 .collect();
-            let body = response.text().await.expect("http body");
+            let (body, body_error) = match response.bytes().await {
+                Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
+                Err(err) => (String::new(), Some(format!("{err:?}"))),
+            };
             RawResponse {
                 status,
                 headers,
                 body,
+                body_error,
             }
         })
     }

@@ -9,11 +9,11 @@ use crate::support::*;
 #[test]
 fn two_tenants_never_see_each_others_answers() {
     let mut stack = Stack::start();
-    let a = stack.chat(&ChatCall::new(EVEREST).key(KEY_A));
+    let a = stack.chat_stored(&ChatCall::new(EVEREST).key(KEY_A));
     assert_eq!(a.cache(), Some("miss"));
 
     // Same question, other key: a miss answered by the upstream with B's own key.
-    let b = stack.chat(&ChatCall::new(EVEREST).key(KEY_B));
+    let b = stack.chat_stored(&ChatCall::new(EVEREST).key(KEY_B));
     assert_eq!(b.cache(), Some("miss"), "cross-tenant hit: {b:#?}");
     assert_eq!(b.text(), format!("Answer 2 to: {EVEREST}"));
     // Now both tenants have an entry; B's paraphrase must be served B's answer.
@@ -42,7 +42,7 @@ fn two_tenants_never_see_each_others_answers() {
 #[test]
 fn a_paraphrase_from_another_tenant_misses() {
     let mut stack = Stack::start();
-    stack.chat(&ChatCall::new(BOILING).key(KEY_A));
+    stack.chat_stored(&ChatCall::new(BOILING).key(KEY_A));
     let b = stack.chat(&ChatCall::new(BOILING_PARAPHRASE).key(KEY_B));
     assert_eq!(b.cache(), Some("miss"), "cross-tenant semantic hit: {b:#?}");
     assert_eq!(stack.upstream.calls(CHAT_PATH), 2);
@@ -65,7 +65,7 @@ fn a_shared_category_serves_every_tenant() {
         config.add_section("categories.faq", faq, first.as_deref());
     });
     let question = "What are the opening hours of the museum?";
-    let a = stack.chat(&ChatCall::new(question).key(KEY_A));
+    let a = stack.chat_stored(&ChatCall::new(question).key(KEY_A));
     assert_eq!(a.header("x-cachet-category"), Some("faq"), "{a:#?}");
     assert_eq!(a.cache(), Some("miss"));
     let b = stack.chat(&ChatCall::new(question).key(KEY_B));
