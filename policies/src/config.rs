@@ -10,6 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::error::{Error, Problem, Result};
+use crate::guards::{Guard, GuardSet};
 use crate::raw::{RawCategory, RawConfig, RawMatch};
 
 /// A similarity threshold, checked to lie in `0..=1`.
@@ -139,6 +140,8 @@ pub struct Category {
     pub cacheable: bool,
     pub shared: bool,
     pub max_temperature: Option<f32>,
+    /// Hit guards run on every semantic candidate above the threshold.
+    pub guards: GuardSet,
     pub rules: MatchRules,
 }
 
@@ -413,6 +416,7 @@ impl Category {
             cacheable: true,
             shared: false,
             max_temperature: None,
+            guards: GuardSet::all(),
             rules: MatchRules::default(),
         }
     }
@@ -453,8 +457,27 @@ fn validate_category(c: &mut Checker, name: &str, raw: &RawCategory) -> Category
             None
         }
     });
+    let guards = match &raw.guards {
+        None => GuardSet::all(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let guard = Guard::from_name(name);
+                if guard.is_none() {
+                    let known: Vec<&str> = Guard::ALL.iter().map(|g| g.name()).collect();
+                    c.report(
+                        format!("{}[{i}]", at("guards")),
+                        format!("{name:?} is not a guard ({})", known.join(", ")),
+                    );
+                }
+                guard
+            })
+            .collect(),
+    };
     Category {
         name: name.to_owned(),
+        guards,
         threshold,
         ttl,
         max_entries,

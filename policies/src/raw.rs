@@ -87,6 +87,7 @@ pub(crate) struct RawCategory {
     pub cacheable: Option<bool>,
     pub shared: Option<bool>,
     pub max_temperature: Option<f64>,
+    pub guards: Option<Vec<String>>,
     #[serde(rename = "match")]
     pub rules: RawMatch,
 }

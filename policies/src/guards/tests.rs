@@ -219,3 +219,21 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn categories_name_their_guards_and_unknown_names_are_reported() {
+    let config = crate::Config::from_toml(
+        "[categories.general]\nguards = [\"numbers\", \"negation\"]\n[categories.code]\n",
+    )
+    .expect("valid");
+    let general = config.category("general").expect("general");
+    assert!(general.guards.contains(Guard::Numbers));
+    assert!(!general.guards.contains(Guard::Minimal));
+    let code = config.category("code").expect("code");
+    assert_eq!(code.guards, GuardSet::all());
+
+    let err = crate::Config::from_toml("[categories.general]\nguards = [\"numbers\", \"vibes\"]\n")
+        .expect_err("unknown guard");
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["categories.general.guards[1]"]);
+}
