@@ -7,6 +7,8 @@
 //! prefill, [`sampling`] turns logits into tokens, [`engine`] runs them all on one
 //! worker thread behind an async handle, and [`server`] is the HTTP surface.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod backend;
 pub mod checkpoint;
 pub mod engine;

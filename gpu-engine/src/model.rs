@@ -92,7 +92,12 @@ pub fn load(
     match device {
         Device::Cpu => {
             let backend = CpuBackend::new(model_dims(config), kv)?;
-            Ok(Box::new(LlamaModel::load(backend, &files, config, show_progress)?))
+            Ok(Box::new(LlamaModel::load(
+                backend,
+                &files,
+                config,
+                show_progress,
+            )?))
         }
     }
 }
@@ -105,7 +110,11 @@ impl<B: Backend> LlamaModel<B> {
         config: &ModelConfig,
         show_progress: bool,
     ) -> Result<Self> {
-        let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let (h, i, v) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.vocab_size,
+        );
         let q_out = config.n_heads * config.head_dim;
         let kv_out = config.n_kv_heads * config.head_dim;
         let tied = config.tie_word_embeddings || !files.contains("lm_head.weight");

@@ -96,12 +96,15 @@ impl TextCodec {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_function("raise_exception", |message: String| -> Result<(), minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                message,
-            ))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<(), minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
         env.add_template("chat", template)?;
         let rendered = env.get_template("chat")?.render(minijinja::context! {
             messages => messages,
@@ -175,14 +178,16 @@ impl OutputText {
     fn release(&mut self, all: bool) -> TextStep {
         let longest_stop = self.stops.iter().map(String::len).max().unwrap_or(0);
         // A stop string may straddle earlier output, so search a little before it.
-        let search_from = floor_char_boundary(
-            &self.text,
-            self.emitted_bytes.saturating_sub(longest_stop),
-        );
+        let search_from =
+            floor_char_boundary(&self.text, self.emitted_bytes.saturating_sub(longest_stop));
         let found = self
             .stops
             .iter()
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
             .min();
         if let Some(at) = found {
             self.text.truncate(at);

@@ -1,5 +1,7 @@
 //! Greedy decoding and logits of the model match the independent numpy reference.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
@@ -22,7 +24,13 @@ fn greedy(model: &mut dyn ForwardStep, prompt: &[u32], n_new: usize) -> (Vec<f32
     while out.len() < n_new {
         let mut batch = StepBatch::default();
         let last = *out.last().unwrap();
-        batch.push_seq(&[last], prompt.len() + out.len() - 1, table.clone(), BLOCK, true);
+        batch.push_seq(
+            &[last],
+            prompt.len() + out.len() - 1,
+            table.clone(),
+            BLOCK,
+            true,
+        );
         out.push(argmax(&model.forward(&batch).unwrap()[0]));
     }
     (first, out)
@@ -30,7 +38,10 @@ fn greedy(model: &mut dyn ForwardStep, prompt: &[u32], n_new: usize) -> (Vec<f32
 
 fn load(dir: &Path) -> Box<dyn ForwardStep> {
     let config = ModelConfig::from_dir(dir).unwrap();
-    let kv = KvLayout { n_blocks: 32, block_size: BLOCK };
+    let kv = KvLayout {
+        n_blocks: 32,
+        block_size: BLOCK,
+    };
     model::load(dir, &config, &Device::Cpu, kv, false).unwrap()
 }
 
@@ -63,7 +74,10 @@ fn tiny_qwen2_with_qkv_bias_matches_reference() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny::write_qwen2(dir.path(), 7);
     let mut model = load(dir.path());
-    for ids in [vec![0u32, 5, 9, 13, 2], (0..40).map(|i| (i * 7 % 64) as u32).collect()] {
+    for ids in [
+        vec![0u32, 5, 9, 13, 2],
+        (0..40).map(|i| (i * 7 % 64) as u32).collect(),
+    ] {
         let text: Vec<String> = ids.iter().map(u32::to_string).collect();
         let reference = common::reference(dir.path(), &["--ids", &text.join(",")], 24);
         let (logits, tokens) = greedy(model.as_mut(), &ids, 24);

@@ -9,8 +9,8 @@
 
 pub mod cpu;
 
-use crate::checkpoint::HostTensor;
 use crate::Result;
+use crate::checkpoint::HostTensor;
 
 /// The shapes a backend needs to size its buffers and run the ops.
 #[derive(Debug, Clone)]

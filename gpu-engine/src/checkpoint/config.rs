@@ -20,7 +20,9 @@ pub enum Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (equivalently, frequencies divided by it).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's piecewise frequency scaling.
     Llama3 {
         factor: f64,
@@ -139,13 +141,13 @@ impl ModelConfig {
         }
         let n_heads = raw.num_attention_heads;
         let n_kv_heads = raw.num_key_value_heads.unwrap_or(n_heads);
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(Error::InvalidConfig(format!(
                 "num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv_heads}"
             )));
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / n_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::InvalidConfig(format!(
                 "head_dim {head_dim} must be even and positive"
             )));
@@ -316,7 +318,10 @@ mod tests {
     fn mistral_context_is_capped_at_its_window() {
         let text = SMOL
             .replace("LlamaForCausalLM", "MistralForCausalLM")
-            .replace("\"max_position_embeddings\": 8192", "\"max_position_embeddings\": 8192, \"sliding_window\": 4096");
+            .replace(
+                "\"max_position_embeddings\": 8192",
+                "\"max_position_embeddings\": 8192, \"sliding_window\": 4096",
+            );
         assert_eq!(ModelConfig::from_json(&text).unwrap().max_positions, 4096);
     }
 }

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorInfo};
 use serde::Deserialize;
 
 use super::read_json;
@@ -161,7 +161,13 @@ mod tests {
     #[test]
     fn reads_f32_f16_and_bf16_as_f32() {
         let cases: [(Dtype, Vec<u8>); 3] = [
-            (Dtype::F32, [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect()),
+            (
+                Dtype::F32,
+                [1.5f32, -2.0]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
             (
                 Dtype::F16,
                 [1.5f32, -2.0]
@@ -181,7 +187,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             write(dir.path(), dtype, &bytes);
             let files = WeightFiles::open(dir.path()).unwrap();
-            assert_eq!(files.get("w", &[2]).unwrap().data, vec![1.5, -2.0], "{dtype:?}");
+            assert_eq!(
+                files.get("w", &[2]).unwrap().data,
+                vec![1.5, -2.0],
+                "{dtype:?}"
+            );
         }
     }
 
@@ -190,7 +200,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), Dtype::F32, &[0u8; 8]);
         let files = WeightFiles::open(dir.path()).unwrap();
-        assert!(matches!(files.get("w", &[3]), Err(Error::TensorShape { .. })));
+        assert!(matches!(
+            files.get("w", &[3]),
+            Err(Error::TensorShape { .. })
+        ));
         assert!(matches!(files.get("x", &[2]), Err(Error::MissingTensor(_))));
     }
 }

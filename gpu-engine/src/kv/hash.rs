@@ -50,7 +50,11 @@ pub fn block_hashes(
     let n_full = tokens.len() / block_size;
     for i in hashes.len()..n_full {
         let parent = i.checked_sub(1).map(|p| hashes[p]);
-        let hash = block_hash(salt, parent.as_ref(), &tokens[i * block_size..(i + 1) * block_size]);
+        let hash = block_hash(
+            salt,
+            parent.as_ref(),
+            &tokens[i * block_size..(i + 1) * block_size],
+        );
         hashes.push(hash);
     }
 }
@@ -80,6 +84,9 @@ mod tests {
 
     #[test]
     fn salt_debug_hides_the_secret() {
-        assert_eq!(format!("{:?}", TenantSalt::derive(b"key")), "TenantSalt(***)");
+        assert_eq!(
+            format!("{:?}", TenantSalt::derive(b"key")),
+            "TenantSalt(***)"
+        );
     }
 }

@@ -126,9 +126,7 @@ impl BlockPool {
             };
             let block_tokens = &tokens[i * self.block_size..(i + 1) * self.block_size];
             let verified = self.blocks[id as usize].cached.as_ref().is_some_and(|c| {
-                c.parent == matched.last().copied()
-                    && c.salt == *salt
-                    && *c.tokens == *block_tokens
+                c.parent == matched.last().copied() && c.salt == *salt && *c.tokens == *block_tokens
             });
             if !verified {
                 break;
@@ -207,7 +205,10 @@ impl BlockPool {
     pub fn check_invariants(&self) -> Result<(), String> {
         let free = self.blocks.iter().filter(|b| b.ref_count == 0).count();
         if free != self.n_free {
-            return Err(format!("n_free {} but {free} blocks unreferenced", self.n_free));
+            return Err(format!(
+                "n_free {} but {free} blocks unreferenced",
+                self.n_free
+            ));
         }
         for (id, state) in self.blocks.iter().enumerate() {
             let id = id as BlockId;
@@ -217,7 +218,10 @@ impl BlockPool {
                 .filter(|b| b.cached.as_ref().is_some_and(|c| c.parent == Some(id)))
                 .count() as u32;
             if children != state.n_cached_children {
-                return Err(format!("block {id} counts {} children, has {children}", state.n_cached_children));
+                return Err(format!(
+                    "block {id} counts {} children, has {children}",
+                    state.n_cached_children
+                ));
             }
             let in_free_list = self.free_uncached.contains(&id);
             let in_evictable = self.evictable.contains(&(state.last_used, id));
@@ -237,9 +241,12 @@ impl BlockPool {
                 {
                     return Err(format!("block {id} is cached but its parent {p} is not"));
                 }
-                if children > 0 && free && self.blocks.iter().any(|b| {
-                    b.ref_count > 0 && b.cached.as_ref().is_some_and(|c| c.parent == Some(id))
-                }) {
+                if children > 0
+                    && free
+                    && self.blocks.iter().any(|b| {
+                        b.ref_count > 0 && b.cached.as_ref().is_some_and(|c| c.parent == Some(id))
+                    })
+                {
                     return Err(format!("block {id} is free but a held block continues it"));
                 }
             }

@@ -79,7 +79,10 @@ fn hash_collision_is_caught_by_token_comparison() {
     let claimed = [1, 2];
     // Register the block under the hash of other tokens, as a collision would.
     pool.register(id, hashes(&salt, &claimed)[0], None, &salt, &real);
-    assert!(pool.lookup(&salt, &claimed, &hashes(&salt, &claimed)).is_empty());
+    assert!(
+        pool.lookup(&salt, &claimed, &hashes(&salt, &claimed))
+            .is_empty()
+    );
     pool.release(&[id]);
     pool.check_invariants().unwrap();
 }

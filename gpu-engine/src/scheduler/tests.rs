@@ -42,7 +42,8 @@ impl FakeModel {
             }
             let history: Vec<u32> = (0..chunk.context_len)
                 .map(|p| {
-                    let slot = chunk.block_table[p / block_size] as usize * block_size + p % block_size;
+                    let slot =
+                        chunk.block_table[p / block_size] as usize * block_size + p % block_size;
                     self.slots[slot].expect("kv slot was written")
                 })
                 .collect();
@@ -87,7 +88,8 @@ impl Harness {
 
     fn add(&mut self, id: SeqId, tenant: u8, prompt: Vec<u32>, max_new: usize) {
         self.max_new.insert(id, max_new);
-        self.sched.add(Sequence::new(id, TenantSalt::derive(&[tenant]), prompt));
+        self.sched
+            .add(Sequence::new(id, TenantSalt::derive(&[tenant]), prompt));
     }
 
     /// Runs one step; false when there was nothing to run.
@@ -118,7 +120,11 @@ impl Harness {
             assert!(n < 10_000, "scheduler does not make progress");
         }
         assert!(self.sched.is_idle(), "sequences left behind");
-        assert_eq!(self.sched.pool().n_free(), self.sched.pool().n_blocks(), "blocks leaked");
+        assert_eq!(
+            self.sched.pool().n_free(),
+            self.sched.pool().n_blocks(),
+            "blocks leaked"
+        );
     }
 }
 
@@ -134,11 +140,21 @@ fn decodes_go_first_and_long_prompts_are_chunked() {
     h.add(2, 0, (100..120).collect(), 5);
     h.step();
     let last = h.steps.last().unwrap();
-    assert_eq!(last.seqs[0], ScheduledSeq { id: 1, n_new: 1, samples: true });
+    assert_eq!(
+        last.seqs[0],
+        ScheduledSeq {
+            id: 1,
+            n_new: 1,
+            samples: true
+        }
+    );
     assert_eq!(last.seqs[1].n_new, 7);
     h.run_to_end();
     assert_eq!(h.done[&1].output(), solo(&(0..20).collect::<Vec<_>>(), 5));
-    assert_eq!(h.done[&2].output(), solo(&(100..120).collect::<Vec<_>>(), 5));
+    assert_eq!(
+        h.done[&2].output(),
+        solo(&(100..120).collect::<Vec<_>>(), 5)
+    );
 }
 
 #[test]
@@ -152,7 +168,10 @@ fn prefix_hit_skips_cached_blocks_and_gives_same_output() {
     h.add(2, 0, second.clone(), 3);
     h.step();
     let first_step = h.steps.last().unwrap();
-    assert_eq!(first_step.seqs[0].n_new, 8, "only the new blocks are computed");
+    assert_eq!(
+        first_step.seqs[0].n_new, 8,
+        "only the new blocks are computed"
+    );
     h.run_to_end();
     assert_eq!(h.done[&2].n_cached_prompt, 32);
     assert_eq!(h.done[&2].output(), solo(&second, 3));
@@ -203,7 +222,9 @@ fn shared_uncached_prefix_is_prefilled_once() {
 fn preemption_recomputes_and_leaks_nothing() {
     // Three sequences that each need 4 blocks in the end, in a pool of 8.
     let mut h = Harness::new(8, 4, 64);
-    let prompts: Vec<Vec<u32>> = (0..3).map(|s| (0..6).map(|i| i + 10 * s).collect()).collect();
+    let prompts: Vec<Vec<u32>> = (0..3)
+        .map(|s| (0..6).map(|i| i + 10 * s).collect())
+        .collect();
     for (i, p) in prompts.iter().enumerate() {
         h.add(i as SeqId, 0, p.clone(), 10);
     }

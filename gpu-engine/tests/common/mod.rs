@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod server;
 pub mod tiny;
 
 /// The repository root (the workspace above this crate).
@@ -30,12 +31,23 @@ pub fn smollm2_dir() -> PathBuf {
 #[derive(Debug, serde::Deserialize)]
 pub struct Reference {
     pub prompt_ids: Vec<u32>,
+    pub text: String,
     pub generated_ids: Vec<u32>,
     pub first_logits: Vec<f64>,
 }
 
 /// Runs the independent numpy reference on `model` for the given prompt arguments.
 pub fn reference(model: &Path, prompt_args: &[&str], max_new_tokens: usize) -> Reference {
+    reference_with(model, prompt_args, max_new_tokens, true)
+}
+
+/// Like [`reference`], optionally stopping at end-of-sequence as the engine does.
+pub fn reference_with(
+    model: &Path,
+    prompt_args: &[&str],
+    max_new_tokens: usize,
+    ignore_eos: bool,
+) -> Reference {
     let root = repo_root();
     let python = root.join("assets/venv/bin/python");
     assert!(
@@ -51,7 +63,7 @@ pub fn reference(model: &Path, prompt_args: &[&str], max_new_tokens: usize) -> R
         .args(prompt_args)
         .arg("--max-new-tokens")
         .arg(max_new_tokens.to_string())
-        .arg("--ignore-eos")
+        .args(ignore_eos.then_some("--ignore-eos"))
         .arg("--json")
         .arg(out.path())
         .stdout(std::process::Stdio::null())

@@ -35,29 +35,116 @@ pub fn write_qwen2(dir: &Path, seed: u64) {
             .collect();
         tensors.push((name, shape, bytes));
     };
-    add("model.embed_tokens.weight".into(), vec![VOCAB, hidden], 1.0, 0.0, &mut rng);
-    add("lm_head.weight".into(), vec![VOCAB, hidden], 0.3, 0.0, &mut rng);
+    add(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, hidden],
+        1.0,
+        0.0,
+        &mut rng,
+    );
+    add(
+        "lm_head.weight".into(),
+        vec![VOCAB, hidden],
+        0.3,
+        0.0,
+        &mut rng,
+    );
     add("model.norm.weight".into(), vec![hidden], 0.2, 1.0, &mut rng);
     for l in 0..layers {
         let p = format!("model.layers.{l}");
         let w = 1.0 / (hidden as f32).sqrt();
-        add(format!("{p}.input_layernorm.weight"), vec![hidden], 0.2, 1.0, &mut rng);
-        add(format!("{p}.post_attention_layernorm.weight"), vec![hidden], 0.2, 1.0, &mut rng);
-        add(format!("{p}.self_attn.q_proj.weight"), vec![heads * head_dim, hidden], w, 0.0, &mut rng);
-        add(format!("{p}.self_attn.k_proj.weight"), vec![kv_heads * head_dim, hidden], w, 0.0, &mut rng);
-        add(format!("{p}.self_attn.v_proj.weight"), vec![kv_heads * head_dim, hidden], w, 0.0, &mut rng);
-        add(format!("{p}.self_attn.q_proj.bias"), vec![heads * head_dim], 0.5, 0.0, &mut rng);
-        add(format!("{p}.self_attn.k_proj.bias"), vec![kv_heads * head_dim], 0.5, 0.0, &mut rng);
-        add(format!("{p}.self_attn.v_proj.bias"), vec![kv_heads * head_dim], 0.5, 0.0, &mut rng);
-        add(format!("{p}.self_attn.o_proj.weight"), vec![hidden, heads * head_dim], w, 0.0, &mut rng);
-        add(format!("{p}.mlp.gate_proj.weight"), vec![inter, hidden], w, 0.0, &mut rng);
-        add(format!("{p}.mlp.up_proj.weight"), vec![inter, hidden], w, 0.0, &mut rng);
-        add(format!("{p}.mlp.down_proj.weight"), vec![hidden, inter], 1.0 / (inter as f32).sqrt(), 0.0, &mut rng);
+        add(
+            format!("{p}.input_layernorm.weight"),
+            vec![hidden],
+            0.2,
+            1.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![hidden],
+            0.2,
+            1.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![heads * head_dim, hidden],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv_heads * head_dim, hidden],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv_heads * head_dim, hidden],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.q_proj.bias"),
+            vec![heads * head_dim],
+            0.5,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.k_proj.bias"),
+            vec![kv_heads * head_dim],
+            0.5,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.v_proj.bias"),
+            vec![kv_heads * head_dim],
+            0.5,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![hidden, heads * head_dim],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![inter, hidden],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![inter, hidden],
+            w,
+            0.0,
+            &mut rng,
+        );
+        add(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![hidden, inter],
+            1.0 / (inter as f32).sqrt(),
+            0.0,
+            &mut rng,
+        );
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
-            (name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes).unwrap())
+            (
+                name.clone(),
+                TensorView::new(Dtype::BF16, shape.clone(), bytes).unwrap(),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();

@@ -46,8 +46,8 @@ pub fn paged_attention(
             let kv_head = head / group;
             let q_head = &q[index * head_dim..(index + 1) * head_dim];
             let kv_offset = |pos: usize| {
-                let slot = view.block_table[pos / block_size] as usize * block_size
-                    + pos % block_size;
+                let slot =
+                    view.block_table[pos / block_size] as usize * block_size + pos % block_size;
                 (slot * n_kv_heads + kv_head) * head_dim
             };
             let n_keys = view.position + 1;
@@ -114,8 +114,14 @@ mod tests {
         let v_cache = vec![2.0, 4.0, 9.0, 9.0];
         let table = [0u32];
         let tokens = [
-            TokenView { position: 0, block_table: &table },
-            TokenView { position: 1, block_table: &table },
+            TokenView {
+                position: 0,
+                block_table: &table,
+            },
+            TokenView {
+                position: 1,
+                block_table: &table,
+            },
         ];
         let mut out = vec![0.0; 2];
         paged_attention(&mut out, &[1.0, 1.0], &k_cache, &v_cache, &tokens, shape);

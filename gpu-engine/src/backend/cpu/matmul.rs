@@ -1,6 +1,6 @@
 //! Matrix products on the CPU through the `gemm` crate (runtime-dispatched SIMD, rayon threads).
 
-use gemm::{gemm, Parallelism};
+use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 /// `dst[m, n] = lhs[m, k] · rhsᵀ` where `rhs` is `[n, k]` (a linear layer's weight).
@@ -103,8 +103,12 @@ mod tests {
     #[test]
     fn matches_naive_product_for_matrix_and_vector_shapes() {
         for (m, k, n) in [(1, 37, 130), (5, 64, 33), (17, 9, 200)] {
-            let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
-            let rhs: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+            let lhs: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                .collect();
+            let rhs: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                .collect();
             let mut dst = vec![f32::NAN; m * n];
             matmul_transposed(&mut dst, &lhs, &rhs, m, k, n);
             for (a, b) in dst.iter().zip(naive(&lhs, &rhs, m, k, n)) {

@@ -143,7 +143,11 @@ impl Backend for CpuBackend {
         for (r, d) in residual.data.iter_mut().zip(&delta.data) {
             *r += d;
         }
-        Ok(rms_norm_rows(residual, &weight.data, self.dims.rms_norm_eps))
+        Ok(rms_norm_rows(
+            residual,
+            &weight.data,
+            self.dims.rms_norm_eps,
+        ))
     }
 
     fn linear(

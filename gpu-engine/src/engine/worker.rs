@@ -1,0 +1,251 @@
+//! The engine's worker loop: admit requests, step the model, sample, stream the results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{Command, EngineStats, FinishReason, GenerateEvent, Usage};
+use crate::model::ForwardStep;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::scheduler::{CacheCounters, Scheduler, SeqId, Sequence, Step};
+use crate::text::{OutputText, TextCodec};
+
+struct Active {
+    events: mpsc::UnboundedSender<GenerateEvent>,
+    params: SamplingParams,
+    sampler: Sampler,
+    text: OutputText,
+    arrived: Instant,
+    last_token_at: Option<Instant>,
+}
+
+pub(super) struct Worker {
+    model: Box<dyn ForwardStep>,
+    scheduler: Scheduler,
+    codec: Arc<TextCodec>,
+    eos_token_ids: Vec<u32>,
+    max_context: usize,
+    active: HashMap<SeqId, Active>,
+    next_id: SeqId,
+    reported: CacheCounters,
+}
+
+impl Worker {
+    pub(super) fn new(
+        model: Box<dyn ForwardStep>,
+        scheduler: Scheduler,
+        codec: Arc<TextCodec>,
+        eos_token_ids: Vec<u32>,
+        max_context: usize,
+    ) -> Self {
+        Self {
+            model,
+            scheduler,
+            codec,
+            eos_token_ids,
+            max_context,
+            active: HashMap::new(),
+            next_id: 0,
+            reported: CacheCounters::default(),
+        }
+    }
+
+    pub(super) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            if self.scheduler.is_idle() {
+                // Nothing to compute: sleep until a command comes (or every handle is gone).
+                match commands.blocking_recv() {
+                    Some(command) => self.handle(command),
+                    None => return,
+                }
+            }
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command);
+            }
+            self.step();
+            self.publish_metrics();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Generate { request, events } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.active.insert(
+                    id,
+                    Active {
+                        events,
+                        sampler: Sampler::new(request.params.seed),
+                        text: OutputText::new(request.params.stop.clone()),
+                        params: request.params,
+                        arrived: Instant::now(),
+                        last_token_at: None,
+                    },
+                );
+                self.scheduler
+                    .add(Sequence::new(id, request.salt, request.prompt_ids));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        let pool = self.scheduler.pool();
+        EngineStats {
+            kv_blocks_total: pool.n_blocks(),
+            kv_blocks_free: pool.n_free(),
+            kv_blocks_cached: pool.n_cached(),
+            n_waiting: self.scheduler.n_waiting(),
+            n_running: self.scheduler.n_running(),
+            cache: self.scheduler.counters(),
+        }
+    }
+
+    fn step(&mut self) {
+        self.drop_abandoned();
+        let step = self.scheduler.schedule();
+        if step.seqs.is_empty() {
+            return;
+        }
+        let logits = match self.model.forward(&step.batch) {
+            Ok(logits) => logits,
+            Err(err) => {
+                tracing::error!(error = %err, "forward step failed");
+                self.fail_step(&step, &err.to_string());
+                return;
+            }
+        };
+        let mut sampled = Vec::new();
+        let mut rows = logits.iter();
+        for scheduled in step.seqs.iter().filter(|s| s.samples) {
+            let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&scheduled.id))
+            else {
+                continue;
+            };
+            sampled.push((scheduled.id, active.sampler.sample(row, &active.params)));
+        }
+        self.scheduler.complete(&step, &sampled);
+        for (id, token) in sampled {
+            self.after_token(id, token);
+        }
+    }
+
+    /// Streams a new token's text and finishes the request if it is done.
+    fn after_token(&mut self, id: SeqId, token: u32) {
+        let (Some(active), Some(seq)) = (self.active.get_mut(&id), self.scheduler.get(id)) else {
+            return;
+        };
+        let now = Instant::now();
+        match active.last_token_at {
+            None => metrics::histogram!("cachet_engine_ttft_seconds")
+                .record(now.duration_since(active.arrived).as_secs_f64()),
+            Some(last) => metrics::histogram!("cachet_engine_inter_token_seconds")
+                .record(now.duration_since(last).as_secs_f64()),
+        }
+        active.last_token_at = Some(now);
+        let n_output = seq.output().len();
+        let n_total = seq.tokens.len();
+        let is_eos = !active.params.ignore_eos && self.eos_token_ids.contains(&token);
+        let mut finish = None;
+        let mut delta = String::new();
+        if is_eos {
+            finish = Some(FinishReason::Stop);
+        } else {
+            match active.text.push(&self.codec, token) {
+                Ok(step) => {
+                    delta = step.delta;
+                    if step.stopped {
+                        finish = Some(FinishReason::Stop);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "detokenization failed"),
+            }
+        }
+        if finish.is_none() && (n_output >= active.params.max_tokens || n_total >= self.max_context)
+        {
+            finish = Some(FinishReason::Length);
+        }
+        if finish.is_some() {
+            delta.push_str(&active.text.finish());
+        }
+        let mut token_ids = seq.output().to_vec();
+        if is_eos {
+            token_ids.pop();
+        }
+        if !delta.is_empty() {
+            let event = GenerateEvent::Text {
+                delta,
+                token_ids: token_ids.clone(),
+            };
+            if active.events.send(event).is_err() {
+                self.abort(id);
+                return;
+            }
+        }
+        if let Some(reason) = finish {
+            let usage = Usage {
+                prompt_tokens: seq.n_prompt,
+                completion_tokens: n_output,
+                cached_tokens: seq.n_cached_prompt,
+            };
+            let _ = active.events.send(GenerateEvent::Finished {
+                reason,
+                usage,
+                token_ids,
+            });
+            self.abort(id);
+        }
+    }
+
+    fn abort(&mut self, id: SeqId) {
+        self.active.remove(&id);
+        self.scheduler.remove(id);
+    }
+
+    /// Requests whose client went away stop taking KV blocks and compute.
+    fn drop_abandoned(&mut self) {
+        let gone: Vec<SeqId> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.events.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.abort(id);
+        }
+    }
+
+    fn fail_step(&mut self, step: &Step, message: &str) {
+        for scheduled in &step.seqs {
+            if let Some(active) = self.active.get(&scheduled.id) {
+                let _ = active
+                    .events
+                    .send(GenerateEvent::Failed(message.to_owned()));
+            }
+            self.abort(scheduled.id);
+        }
+    }
+
+    fn publish_metrics(&mut self) {
+        let stats = self.stats();
+        metrics::gauge!("cachet_engine_kv_blocks_free").set(stats.kv_blocks_free as f64);
+        metrics::gauge!("cachet_engine_kv_blocks_used")
+            .set((stats.kv_blocks_total - stats.kv_blocks_free) as f64);
+        metrics::gauge!("cachet_engine_kv_blocks_cached").set(stats.kv_blocks_cached as f64);
+        metrics::gauge!("cachet_engine_queue_length").set(stats.n_waiting as f64);
+        metrics::gauge!("cachet_engine_running_sequences").set(stats.n_running as f64);
+        let now = stats.cache;
+        metrics::counter!("cachet_engine_prefix_cache_query_tokens_total")
+            .increment(now.query_tokens - self.reported.query_tokens);
+        metrics::counter!("cachet_engine_prefix_cache_hit_tokens_total")
+            .increment(now.hit_tokens - self.reported.hit_tokens);
+        metrics::counter!("cachet_engine_preemptions_total")
+            .increment(now.preemptions - self.reported.preemptions);
+        self.reported = now;
+    }
+}
