@@ -63,6 +63,14 @@ impl ChatCall {
         self
     }
 
+    /// Puts an earlier conversation turn before the question (after earlier turns).
+    pub fn turn(mut self, role: &str, content: &str) -> Self {
+        let before_question = self.messages.len().saturating_sub(1);
+        self.messages
+            .insert(before_question, (role.into(), content.into()));
+        self
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.insert(name.into(), value.into());
         self

@@ -9,6 +9,7 @@
 
 mod cache_control;
 mod cache_flow;
+mod category_policies;
 mod cli;
 mod concurrency;
 mod http_surface;
