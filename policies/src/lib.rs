@@ -17,4 +17,4 @@ pub use context::{
     ContextSettings, ConversationView, FinalKind, Message, compare_context, conversation_view,
 };
 pub use error::{Error, Problem, Result};
-pub use guards::{Guard, GuardSet, Refusal, check_guards};
+pub use guards::{Candidate, Guard, GuardSet, Refusal, check_guards, judge};

@@ -38,6 +38,7 @@ DATE_WORDS = set(
     january february march april june july august september october november december
     today tomorrow yesterday tonight""".split()
 )
+DATE_STEMS = None  # filled below, once stem() exists
 
 NEGATORS = set("not no never without none nothing nobody nowhere neither nor non".split())
 NEG_PREFIXES = ("un", "non", "in", "im", "il", "ir", "dis")
@@ -162,6 +163,13 @@ def stem(t: str) -> str:
     return t
 
 
+def date_stems():
+    global DATE_STEMS
+    if DATE_STEMS is None:
+        DATE_STEMS = {stem(w) for w in DATE_WORDS}
+    return DATE_STEMS
+
+
 def edit_distance(a: str, b: str) -> int:
     """Damerau-Levenshtein distance (optimal string alignment)."""
     la, lb = len(a), len(b)
@@ -233,7 +241,7 @@ def check(a: str, b: str, enabled=("numbers", "dates", "negation", "entities", "
         if ma and mb and ma != mb:
             return ("numbers", f"{ma} vs {mb}")
     if "dates" in enabled:
-        da, db = sa & DATE_WORDS, sb & DATE_WORDS
+        da, db = sa & date_stems(), sb & date_stems()
         if da and db and da != db:
             return ("dates", f"{sorted(da)} vs {sorted(db)}")
     if "negation" in enabled:
@@ -325,6 +333,10 @@ def scope_word(w: str) -> bool:
 
 
 def minimal(ta, tb):
+    return minimal_directed(ta, tb) or minimal_directed(tb, ta)
+
+
+def minimal_directed(ta, tb):
     """A minimal pair: the same sentence frame with one slot changed. The changed slot
     is what the question is about, so a substitution refuses unless the two words are
     near-synonyms, and an insertion refuses when it narrows the scope."""

@@ -7,6 +7,7 @@
 mod lexicon;
 mod minimal;
 mod text;
+mod verdict;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -17,6 +18,7 @@ use text::{negative_of, number_value};
 pub(crate) use lexicon::IGNORABLE;
 pub(crate) use minimal::align;
 pub(crate) use text::{Analysed, same_word, stem};
+pub use verdict::{Candidate, judge};
 
 /// One kind of check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,99 @@
+//! The decision on one semantic candidate, shared by the gateway's lookup and `cachet eval`:
+//! similarity against the category's threshold, then the category's hit guards on the two
+//! questions, then the conversation context.
+
+use crate::config::Category;
+use crate::context::{ContextSettings, ConversationView, compare_context};
+
+use super::{Refusal, check_guards};
+
+/// What is known about one candidate when it is judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub cached: &'a ConversationView,
+    pub query: &'a ConversationView,
+    /// Cosine similarity of the two lookup texts' embeddings.
+    pub similarity: f32,
+    /// Cosine similarity of the two topic texts' embeddings, when both have one.
+    pub topic_similarity: Option<f32>,
+}
+
+/// `Ok` serves the candidate; a refusal names the check that failed, for the lookup trace.
+pub fn judge(
+    category: &Category,
+    candidate: &Candidate<'_>,
+    context: &ContextSettings,
+) -> Result<(), Refusal> {
+    let threshold = category.threshold.get();
+    if candidate.similarity < threshold {
+        return Err(Refusal {
+            guard: "threshold",
+            detail: format!("similarity {:.3} < {threshold:.3}", candidate.similarity),
+        });
+    }
+    check_guards(
+        &candidate.cached.lookup_text,
+        &candidate.query.lookup_text,
+        &category.guards,
+    )?;
+    compare_context(
+        candidate.cached,
+        candidate.query,
+        candidate.topic_similarity,
+        context,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Message, conversation_view};
+
+    fn view(text: &str) -> ConversationView {
+        conversation_view(&[Message {
+            role: "user",
+            content: text,
+        }])
+        .expect("one user message")
+    }
+
+    fn check(threshold: f64, similarity: f32, a: &str, b: &str, expected: Option<&str>) {
+        let config = Config::from_toml(&format!("[categories.general]\nthreshold = {threshold}\n"))
+            .expect("valid");
+        let category = config.category("general").expect("general");
+        let (a, b) = (view(a), view(b));
+        let candidate = Candidate {
+            cached: &a,
+            query: &b,
+            similarity,
+            topic_similarity: None,
+        };
+        let got = judge(category, &candidate, &ContextSettings::default()).err();
+        assert_eq!(got.as_ref().map(|r| r.guard), expected, "{got:?}");
+    }
+
+    #[test]
+    fn threshold_then_guards_decide() {
+        check(
+            0.5,
+            0.9,
+            "Is the 9:15 on time?",
+            "Is the 9:15 on time?",
+            None,
+        );
+        check(
+            0.5,
+            0.4,
+            "Is the 9:15 on time?",
+            "Is the 9:15 on time?",
+            Some("threshold"),
+        );
+        check(
+            0.5,
+            0.9,
+            "Is the 9:15 on time?",
+            "Is the 9:45 on time?",
+            Some("numbers"),
+        );
+    }
+}
