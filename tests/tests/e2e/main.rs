@@ -13,6 +13,7 @@ mod category_policies;
 mod cli;
 mod concurrency;
 mod http_surface;
+mod paraphrases;
 mod sdk_upstream;
 mod support;
 mod tenants;
