@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CACHE_CONTROL;
 use cachet_embedder::Embedder;
 use cachet_index::{IndexParams, MemoryStore, StoredEntry, VectorIndex};
-use cachet_policies::{Category, Config, RequestFacts};
+use cachet_policies::{Category, Config, RequestFacts, check_guards};
 use serde_json::Value;
 
 use crate::answer::CachedAnswer;
@@ -191,7 +191,18 @@ impl Cache {
         let threshold = category.threshold.get();
         for neighbour in neighbours.into_iter().filter(|n| n.similarity >= threshold) {
             if let Some(answer) = self.read(neighbour.id, now, None) {
-                tracing::debug!(similarity = neighbour.similarity, question = ?answer.question, "semantic hit");
+                let question = answer.question.as_deref().unwrap_or("");
+                if let Err(refusal) = check_guards(question, text, &category.guards) {
+                    tracing::debug!(similarity = neighbour.similarity, cached = question, %refusal, "candidate refused");
+                    metrics::counter!("cachet_guard_refusals_total", "guard" => refusal.guard)
+                        .increment(1);
+                    continue;
+                }
+                tracing::debug!(
+                    similarity = neighbour.similarity,
+                    cached = question,
+                    "semantic hit"
+                );
                 return Lookup {
                     hit: Some(Hit {
                         kind: HitKind::Semantic,
@@ -206,6 +217,11 @@ impl Cache {
             hit: None,
             vector: Some(vector),
         }
+    }
+
+    /// The entry stored under the plan's exact key, if any.
+    pub fn peek_exact(&self, plan: &Plan) -> Option<CachedAnswer> {
+        self.read(plan.key.entry_id(), now_ms(), Some(&plan.key))
     }
 
     async fn embed(&self, text: &str) -> Option<Vec<f32>> {

@@ -1,9 +1,13 @@
 //! API errors and their OpenAI-shaped JSON bodies: the one place errors become responses.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::flight::UpstreamFailure;
 
 /// An error answered to the client. 5xx messages stay generic; the detail goes to the log.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +23,9 @@ pub enum ApiError {
     #[error("failed to read the request body")]
     BodyRead(#[source] axum::Error),
     #[error("the upstream could not be reached")]
-    UpstreamUnavailable(#[source] reqwest::Error),
+    UpstreamUnavailable(#[source] Arc<reqwest::Error>),
     #[error("the upstream did not answer in time")]
-    UpstreamTimeout(#[source] reqwest::Error),
+    UpstreamTimeout(#[source] Arc<reqwest::Error>),
     #[error("unknown route {0}")]
     NotFound(String),
 }
@@ -66,6 +70,15 @@ impl ApiError {
                 "invalid_request_error",
                 "unknown_url",
             ),
+        }
+    }
+}
+
+impl From<UpstreamFailure> for ApiError {
+    fn from(failure: UpstreamFailure) -> Self {
+        match failure {
+            UpstreamFailure::Unavailable(e) => Self::UpstreamUnavailable(e),
+            UpstreamFailure::Timeout(e) => Self::UpstreamTimeout(e),
         }
     }
 }

@@ -5,11 +5,12 @@ pub mod answer;
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod eval;
+pub mod flight;
 pub mod keys;
 pub mod request;
 mod routes;
 pub mod state;
-mod tee;
 pub mod upstream;
 
 use axum::Router;

@@ -1,21 +1,24 @@
 //! The HTTP routes: cached completions, passthrough routes, health and metrics.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::answer::{self, replay_json, replay_sse};
+use crate::answer::{self, CachedAnswer, replay_json, replay_sse};
 use crate::cache::{Hit, HitKind, Plan};
 use crate::error::ApiError;
+use crate::flight::{Flight, FlightKey};
 use crate::request::{CacheRequest, Route};
 use crate::state::AppState;
-use crate::tee::Tee;
-use crate::upstream::relay;
+use crate::upstream::{relay, response_headers};
 
 pub async fn chat(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     cached(state, Route::Chat, request).await
@@ -58,27 +61,154 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
 
     let label = if plan.lookup { "miss" } else { "bypass" };
     count(route, &plan, label);
-    let upstream = state
-        .upstream
-        .send(Method::POST, route.upstream_path(), &parts.headers, bytes)
-        .await?;
-    let tee = (plan.store && upstream.status() == StatusCode::OK).then(|| {
-        let state = state.clone();
-        let stream = parsed.stream;
-        let plan = plan.clone();
-        Tee::new(cache.config().cache.max_entry_bytes, move |body| {
-            // Stored off the response path: the client already has every byte.
-            tokio::spawn(async move {
-                match answer::assemble(route, stream, &body) {
-                    Some(response) => state.cache().fill(&parsed, &plan, vector, response).await,
-                    None => tracing::debug!("answer not cached: incomplete or unsuccessful"),
-                }
-            });
-        })
-    });
-    let mut response = relay(upstream, tee);
-    decorate(response.headers_mut(), &plan, label, None);
+    if plan.bypass.is_some() {
+        let upstream = state
+            .upstream
+            .send(Method::POST, route.upstream_path(), &parts.headers, bytes)
+            .await?;
+        let mut response = relay(upstream);
+        decorate(response.headers_mut(), &plan, label, None);
+        return Ok(response);
+    }
+
+    let key = FlightKey {
+        exact_key: plan.key.to_hex(),
+        stream: parsed.stream,
+        include_usage: parsed.include_usage,
+        store: plan.store,
+    };
+    let (flight, leader) = state.flights.join(&key);
+    if leader {
+        let miss = Miss {
+            state: state.clone(),
+            key,
+            request: parsed,
+            plan: plan.clone(),
+            vector,
+            headers: parts.headers,
+            body: bytes,
+        };
+        tokio::spawn(miss.run(Arc::clone(&flight)));
+    } else {
+        metrics::counter!("cachet_coalesced_total", "category" => plan.category.clone())
+            .increment(1);
+    }
+    let (mut response, served_as) = flight.response().await?;
+    decorate(
+        response.headers_mut(),
+        &plan,
+        served_as.unwrap_or(label),
+        None,
+    );
     Ok(response)
+}
+
+/// A cache miss's upstream request, run apart from any client so that a disconnect never
+/// cancels it for the requests coalesced onto it.
+struct Miss {
+    state: AppState,
+    key: FlightKey,
+    request: CacheRequest,
+    plan: Plan,
+    vector: Option<Vec<f32>>,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Miss {
+    async fn run(self, flight: Arc<Flight>) {
+        let Miss {
+            state,
+            key,
+            request,
+            plan,
+            vector,
+            headers,
+            body,
+        } = self;
+        let route = request.route;
+        // The entry may have been stored between this request's lookup and its flight: a
+        // flight lands only after its answer is stored, so this check closes that window.
+        if plan.lookup {
+            if let Some(answer) = state.cache().peek_exact(&plan) {
+                let events = replay_bytes(route, &request, &answer);
+                flight.set_head(Ok((StatusCode::OK, events.0, Some("hit-exact"))));
+                flight.push(events.1);
+                flight.finish(true);
+                state.flights.land(&key);
+                return;
+            }
+        }
+        let upstream = match state
+            .upstream
+            .send(Method::POST, route.upstream_path(), &headers, body)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(failure) => {
+                flight.set_head(Err(failure));
+                state.flights.land(&key);
+                return;
+            }
+        };
+        let status = upstream.status();
+        flight.set_head(Ok((status, response_headers(&upstream), None)));
+        let max_bytes = state.cache().config().cache.max_entry_bytes;
+        let mut keep = plan.store && status == StatusCode::OK;
+        let mut copy = Vec::new();
+        let mut stream = upstream.bytes_stream();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    if keep && copy.len() + chunk.len() <= max_bytes {
+                        copy.extend_from_slice(&chunk);
+                    } else {
+                        keep = false;
+                    }
+                    flight.push(chunk);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream response broke off");
+                    flight.finish(false);
+                    state.flights.land(&key);
+                    return;
+                }
+            }
+        }
+        flight.finish(true);
+        if keep {
+            match answer::assemble(route, request.stream, &copy) {
+                Some(response) => state.cache().fill(&request, &plan, vector, response).await,
+                None => tracing::debug!("answer not cached: incomplete or unsuccessful"),
+            }
+        }
+        state.flights.land(&key);
+    }
+}
+
+/// A stored answer as the headers and body a client of `request` expects.
+fn replay_bytes(route: Route, request: &CacheRequest, answer: &CachedAnswer) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    if request.stream {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        (
+            headers,
+            Bytes::from(replay_sse(route, &answer.response, request.include_usage).concat()),
+        )
+    } else {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        (
+            headers,
+            Bytes::from(replay_json(route, &answer.response).to_string()),
+        )
+    }
 }
 
 fn hit_label(kind: HitKind) -> &'static str {
@@ -124,21 +254,9 @@ fn decorate(headers: &mut HeaderMap, plan: &Plan, label: &'static str, similarit
 }
 
 fn hit_response(route: Route, request: &CacheRequest, plan: &Plan, hit: Hit) -> Response {
-    let mut response = if request.stream {
-        let events = replay_sse(route, &hit.answer.response, request.include_usage);
-        let stream =
-            futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
-        let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r
-    } else {
-        Json(replay_json(route, &hit.answer.response)).into_response()
-    };
+    let (headers, body) = replay_bytes(route, request, &hit.answer);
+    let mut response = Response::new(Body::from(body));
+    *response.headers_mut() = headers;
     decorate(
         response.headers_mut(),
         plan,
@@ -168,7 +286,7 @@ pub async fn passthrough(
         .upstream
         .send(parts.method, &path, &parts.headers, bytes)
         .await?;
-    Ok(relay(upstream, None))
+    Ok(relay(upstream))
 }
 
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::cache::Cache;
+use crate::flight::Flights;
 use crate::upstream::Upstream;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     cache: Arc<Cache>,
+    pub flights: Arc<Flights>,
     pub upstream: Upstream,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
@@ -20,6 +22,7 @@ impl AppState {
         let max_body_bytes = cache.config().server.max_body_bytes;
         Self {
             cache: Arc::new(cache),
+            flights: Arc::new(Flights::default()),
             upstream,
             max_body_bytes,
             metrics,

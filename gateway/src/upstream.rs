@@ -9,8 +9,7 @@ use cachet_policies::UpstreamSettings;
 use futures::StreamExt;
 use parking_lot::RwLock;
 
-use crate::error::ApiError;
-use crate::tee::Tee;
+use crate::flight::UpstreamFailure;
 
 /// Request headers that are not forwarded: hop-by-hop ones, ones the client sets anew, and
 /// `accept-encoding`, so that the upstream answers uncompressed and answers can be cached.
@@ -73,7 +72,7 @@ impl Upstream {
         path: &str,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Result<reqwest::Response, ApiError> {
+    ) -> Result<reqwest::Response, UpstreamFailure> {
         let mut forwarded = headers.clone();
         for name in &DROPPED_REQUEST_HEADERS {
             forwarded.remove(name);
@@ -99,28 +98,28 @@ impl Upstream {
         result.map_err(|e| {
             metrics::counter!("cachet_upstream_errors_total").increment(1);
             if e.is_timeout() {
-                ApiError::UpstreamTimeout(e)
+                UpstreamFailure::Timeout(Arc::new(e))
             } else {
-                ApiError::UpstreamUnavailable(e)
+                UpstreamFailure::Unavailable(Arc::new(e))
             }
         })
     }
 }
 
-/// The upstream's response passed through as it arrives; with `tee`, the body is also collected
-/// and handed over once it has fully arrived.
-pub fn relay(response: reqwest::Response, tee: Option<Tee>) -> Response<Body> {
-    let status = response.status();
+/// The upstream's response headers, less hop-by-hop ones and the length of a re-streamed body.
+pub fn response_headers(response: &reqwest::Response) -> HeaderMap {
     let mut headers = response.headers().clone();
     for name in &DROPPED_RESPONSE_HEADERS {
         headers.remove(name);
     }
-    let stream = response.bytes_stream().boxed();
-    let body = match tee {
-        Some(tee) => Body::from_stream(tee.wrap(stream)),
-        None => Body::from_stream(stream),
-    };
-    let mut out = Response::new(body);
+    headers
+}
+
+/// The upstream's response passed through as it arrives.
+pub fn relay(response: reqwest::Response) -> Response<Body> {
+    let status = response.status();
+    let headers = response_headers(&response);
+    let mut out = Response::new(Body::from_stream(response.bytes_stream().boxed()));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-/// Direct dependencies (normal and dev) of every workspace member, by package name.
+/// Direct normal dependencies of every workspace member, by package name: what the product
+/// knows. Dev-dependencies (test tooling such as an HTTP client) are left out.
 fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
@@ -21,6 +22,7 @@ fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
             .as_array()
             .expect("dependencies")
             .iter()
+            .filter(|d| d["kind"].is_null())
             .filter_map(|d| d["name"].as_str().map(str::to_owned))
             .collect();
         out.insert(package["name"].as_str().expect("name").to_owned(), deps);
