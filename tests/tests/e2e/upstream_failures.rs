@@ -172,3 +172,24 @@ fn the_upstream_flag_overrides_the_config() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(upstream.calls(COMPLETIONS_PATH), 1);
 }
+
+#[test]
+fn hits_are_served_while_the_upstream_is_down() {
+    let mut stack = Stack::start();
+    let first = stack.chat_stored(&ChatCall::new(EVEREST));
+    // Replacing the upstream drops (stops) the one the gateway forwards to.
+    let addr = stack.upstream.addr();
+    stack.upstream = cachet_tests::ScriptedUpstream::start().unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err());
+    for question in [EVEREST, EVEREST_PARAPHRASE] {
+        let hit = stack.chat(&ChatCall::new(question));
+        assert!(
+            hit.cache().unwrap_or_default().starts_with("hit"),
+            "{hit:#?}"
+        );
+        assert_eq!(hit.text(), first.text());
+    }
+    let miss = stack.chat(&ChatCall::new(SOURDOUGH));
+    assert!(!miss.ok, "{miss:#?}");
+    assert!(miss.status.is_some_and(|s| s >= 500), "{miss:#?}");
+}
