@@ -8,7 +8,6 @@ use cachet_tests::{ChatCall, OpenAiPy, Reply};
 use crate::support::*;
 
 #[test]
-#[ignore = "the gateway does not coalesce in-flight misses yet (DESIGN.md, request path step 6)"]
 fn identical_concurrent_misses_reach_the_upstream_once() {
     let stack = Stack::start();
     // The first answer takes long enough for the second request to arrive meanwhile. Should
