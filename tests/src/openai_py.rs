@@ -147,13 +147,24 @@ pub struct OpenAiPy {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
-    /// The version of the `openai` package.
-    pub sdk_version: String,
+    /// The version of the `openai` package, once the driver said hello.
+    sdk_version: Option<String>,
 }
 
 impl OpenAiPy {
-    /// Starts the driver for a gateway (or any server) at `base_url` (ending in `/v1`).
+    /// Starts the driver for a gateway (or any server) at `base_url` (ending in `/v1`) and
+    /// waits until it has imported the SDK.
     pub fn start(base_url: &str) -> Result<Self> {
+        let mut driver = Self::spawn()?;
+        driver.set_base_url(base_url);
+        driver.wait_ready()?;
+        Ok(driver)
+    }
+
+    /// Starts the driver without waiting for it and without a server yet: importing the SDK
+    /// takes about as long as the gateway takes to load its model, so the two can overlap.
+    /// Set the server with [`OpenAiPy::set_base_url`] before the first call.
+    pub fn spawn() -> Result<Self> {
         let mut child = Command::new(paths::python()?)
             .arg(paths::openai_client_script())
             .stdin(Stdio::piped())
@@ -184,17 +195,28 @@ impl OpenAiPy {
                 eprintln!("[openai_client.py] {line}");
             }
         });
-        let mut driver = Self {
-            base_url: base_url.to_owned(),
+        Ok(Self {
+            base_url: String::new(),
             child,
             stdin,
             lines,
-            sdk_version: String::new(),
-        };
-        let hello = driver.read_line()?;
-        let hello: Value = serde_json::from_str(&hello)?;
-        driver.sdk_version = hello["openai"].as_str().unwrap_or_default().to_owned();
-        Ok(driver)
+            sdk_version: None,
+        })
+    }
+
+    /// The server the calls go to (a base URL ending in `/v1`).
+    pub fn set_base_url(&mut self, base_url: &str) {
+        base_url.clone_into(&mut self.base_url);
+    }
+
+    /// Waits for the driver's hello line and returns the `openai` package's version.
+    pub fn wait_ready(&mut self) -> Result<&str> {
+        if self.sdk_version.is_none() {
+            let hello: Value = serde_json::from_str(&self.read_line()?)?;
+            let version = hello["openai"].as_str().unwrap_or_default().to_owned();
+            self.sdk_version = Some(version);
+        }
+        Ok(self.sdk_version.as_deref().unwrap_or_default())
     }
 
     /// `client.chat.completions.create(...)`.
@@ -233,6 +255,7 @@ impl OpenAiPy {
     }
 
     fn request(&mut self, request: Value) -> Result<CallOutcome> {
+        self.wait_ready()?;
         let line = request.to_string();
         writeln!(self.stdin, "{line}").map_err(Error::DriverIo)?;
         self.stdin.flush().map_err(Error::DriverIo)?;

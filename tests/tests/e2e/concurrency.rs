@@ -17,9 +17,11 @@ fn identical_concurrent_misses_reach_the_upstream_once() {
         Box::new(Reply::Echo),
     ));
     let barrier = Arc::new(Barrier::new(2));
-    let clients: Vec<_> = (0..2)
-        .map(|_| OpenAiPy::start(&stack.gateway.api_url()).unwrap())
-        .collect();
+    let mut clients: Vec<_> = (0..2).map(|_| OpenAiPy::spawn().unwrap()).collect();
+    for client in &mut clients {
+        client.set_base_url(&stack.gateway.api_url());
+        client.wait_ready().unwrap();
+    }
     let threads: Vec<_> = clients
         .into_iter()
         .map(|mut client| {

@@ -48,12 +48,15 @@ impl Stack {
 
     /// The default config, changed by `edit`, in front of a fresh scripted upstream.
     pub fn start_with(edit: impl FnOnce(&mut GatewayConfig)) -> Self {
+        // The driver imports the SDK while the gateway loads its model.
+        let mut client = OpenAiPy::spawn().expect("start the python driver");
         let upstream = ScriptedUpstream::start().expect("start the scripted upstream");
         let mut config =
             GatewayConfig::default_with_upstream(&upstream.base_url()).expect("default config");
         edit(&mut config);
         let gateway = Gateway::start(&config).expect("start the gateway");
-        let client = OpenAiPy::start(&gateway.api_url()).expect("start the python driver");
+        client.set_base_url(&gateway.api_url());
+        client.wait_ready().expect("python driver ready");
         Self {
             client,
             gateway,
