@@ -37,7 +37,8 @@ enum Command {
         /// Address to listen on, overriding `[server] listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Upstream base URL (e.g. http://127.0.0.1:8000/v1), overriding `[upstream] url`.
+        /// Upstream base URL (e.g. http://127.0.0.1:8000/v1), overriding `[upstream] url`;
+        /// the bundled engine of an `[engine]` section is then not started.
         #[arg(long)]
         upstream: Option<String>,
     },
@@ -84,6 +85,8 @@ fn load_config(
         config.server.listen = listen;
     }
     if let Some(url) = upstream {
+        // An explicit upstream replaces the bundled engine.
+        config.engine = None;
         config.upstream.url = url::Url::parse(url.trim_end_matches('/'))
             .with_context(|| format!("--upstream {url:?} is not a url"))?;
     }
