@@ -41,6 +41,9 @@ struct Args {
     throughput_runs: usize,
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Cap on rows × padded length per model run.
+    #[arg(long, default_value_t = cachet_embedder::DEFAULT_MAX_PADDED_TOKENS_PER_RUN)]
+    max_padded_tokens_per_run: usize,
 }
 
 const SUBJECTS: [&str; 8] = [
@@ -123,9 +126,10 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn peak_rss_mib() -> Option<f64> {
+/// A memory figure from `/proc/self/status` in MiB: `VmHWM` (peak resident) or `VmRSS` (now).
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -184,12 +188,20 @@ async fn throughput(embedder: &Embedder, batch: usize, runs: usize) -> Result<se
     }))
 }
 
-/// Compares one padded run against power-of-two length buckets on mixed-length batches.
-fn bucketing(config: &EmbedderConfig, batch: usize, runs: usize) -> Result<serde_json::Value> {
+/// Mixed-length batches three ways: the default (length buckets, token budget per run), one
+/// padded run within the budget, and one padded run with no budget (the peak-memory case, last
+/// because peak RSS only grows).
+fn bucketing(
+    config: &EmbedderConfig,
+    batch: usize,
+    runs: usize,
+    budget: usize,
+) -> Result<serde_json::Value> {
     let mut backend = OrtBackend::new(config)?;
+    backend.set_max_padded_tokens_per_run(budget);
     let texts = mixed_lengths(batch);
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let measure = |backend: &mut OrtBackend| -> Result<f64> {
+    let measure = |backend: &mut OrtBackend| -> Result<serde_json::Value> {
         backend.embed_batch(&texts)?;
         let mut rates = Vec::new();
         for _ in 0..runs.max(1) {
@@ -197,15 +209,22 @@ fn bucketing(config: &EmbedderConfig, batch: usize, runs: usize) -> Result<serde
             backend.embed_batch(&texts)?;
             rates.push(texts.len() as f64 / start.elapsed().as_secs_f64());
         }
-        Ok(median(rates))
+        Ok(json!({
+            "sentences_per_s_median": median(rates),
+            "peak_rss_mib_so_far": status_mib("VmHWM:"),
+        }))
     };
     let bucketed = measure(&mut backend)?;
     backend.set_length_buckets(false);
-    let single_run = measure(&mut backend)?;
+    let single_run_in_budget = measure(&mut backend)?;
+    backend.set_max_padded_tokens_per_run(usize::MAX);
+    let single_run_unbounded = measure(&mut backend)?;
     Ok(json!({
         "batch": batch,
-        "bucketed_sentences_per_s_median": bucketed,
-        "single_padded_run_sentences_per_s_median": single_run,
+        "max_padded_tokens_per_run": budget,
+        "buckets_and_budget": bucketed,
+        "one_padded_run_within_budget": single_run_in_budget,
+        "one_padded_run_unbounded": single_run_unbounded,
     }))
 }
 
@@ -256,16 +275,27 @@ async fn main() -> Result<()> {
         )
     };
     let start = Instant::now();
-    let embedder = Embedder::start(config.clone()).context("starting the embedder")?;
+    let mut backend = OrtBackend::new(&config).context("loading the model")?;
+    backend.set_max_padded_tokens_per_run(args.max_padded_tokens_per_run);
+    let embedder = Embedder::with_backend(backend, config.batch_options())?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let rss_after_load = status_mib("VmRSS:");
 
     let latency = latency(&embedder, args.latency_runs).await?;
+    let rss_after_latency = status_mib("VmRSS:");
     let throughput = throughput(&embedder, args.batch, args.throughput_runs).await?;
+    let rss_after_throughput = status_mib("VmRSS:");
     let parity = match &args.reference {
         Some(path) => Some(parity(&embedder, path).await?),
         None => None,
     };
-    let bucketing = bucketing(&config, args.batch, args.throughput_runs)?;
+    let peak_before_bucketing = status_mib("VmHWM:");
+    let bucketing = bucketing(
+        &config,
+        args.batch,
+        args.throughput_runs,
+        args.max_padded_tokens_per_run,
+    )?;
     let report = json!({
         "device": args.device.to_string(),
         "provider": embedder.provider(),
@@ -277,9 +307,14 @@ async fn main() -> Result<()> {
         "load_ms": load_ms,
         "latency_batch1": latency,
         "throughput": throughput,
-        "length_bucketing": bucketing,
+        "mixed_lengths": bucketing,
         "reference": parity,
-        "peak_rss_mib": peak_rss_mib(),
+        "memory_mib": {
+            "rss_after_load": rss_after_load,
+            "rss_after_latency": rss_after_latency,
+            "rss_after_throughput": rss_after_throughput,
+            "peak_before_length_bucketing": peak_before_bucketing,
+        },
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -20,5 +20,5 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use handle::Embedder;
-pub use ort_backend::OrtBackend;
+pub use ort_backend::{DEFAULT_MAX_PADDED_TOKENS_PER_RUN, OrtBackend};
 pub use tokenize::{BatchTokenizer, TokenBatch};
