@@ -67,6 +67,10 @@ ANTONYM_GROUPS = [
     ("all every", "some"), ("same", "next different"), ("full", "part"),
 ]
 
+# Words that make a question about harm or avoidance: on one side only, the two questions
+# ask opposite things ("what should I eat" vs "what could interfere").
+HAZARD_WORDS = "avoid prevent interfere harm harmful damage dangerous risk risky unsafe".split()
+
 # Mutually exclusive alternatives (scope); words in one class separated by "|".
 CONTRAST_SETS = [
     "economy business first premium",
@@ -99,7 +103,8 @@ SYNONYM_GROUPS = [
     "delete remove erase", "book reserve", "choose pick select", "need require",
     "find locate", "reply respond answer", "use utilise utilize", "allowed permitted",
     "kid child", "car vehicle", "holiday vacation", "parcel package", "shipping delivery postage",
-    "cleaning clean", "guest visitor", "email mail", "payment pay",
+    "cleaning clean", "guest visitor", "email mail", "payment pay", "pm evening tonight",
+    "am morning",
 ]
 
 
@@ -148,6 +153,17 @@ def tokens(text: str) -> list[str]:
 
 def entities(text: str) -> list[str]:
     return [expand(w)[0] for w, cap, _ in split_words(text) if cap and w.lower() not in ("ok",)]
+
+
+def acronyms(text: str) -> set[str]:
+    return {w.lower() for w, cap, _ in split_words(text) if cap and len(w) >= 2 and w.isupper()}
+
+
+def spelled_out(acronym: str, ts: list[str]) -> bool:
+    """True when consecutive words of ts start with the acronym's letters (PAC: porting
+    authorisation code)."""
+    n = len(acronym)
+    return any(all(ts[i + k].startswith(acronym[k]) for k in range(n)) for i in range(len(ts) - n + 1))
 
 
 def stem(t: str) -> str:
@@ -215,18 +231,26 @@ def number_value(w: str):
     return None if v is None else str(v)
 
 
+def canon(x: float) -> str:
+    return str(int(x)) if x == int(x) else str(x)
+
+
 def numbers(text: str) -> tuple[list[float], list[str]]:
     """Numeric values (digits and number words) and the am/pm markers after them."""
     words = [w.lower() for w, _, _ in split_words(text)]
     vals, meridiem = [], []
     for i, w in enumerate(words):
-        if w[0].isdigit():
-            v = w.replace(",", "")
+        if w[0].isdigit() or w in NUMBER_WORDS:
+            v = w.replace(",", "") if w[0].isdigit() else str(NUMBER_WORDS[w])
+            # A span in weeks is compared in days ("two weeks" = "14 days").
+            if i + 1 < len(words) and words[i + 1] in ("week", "weeks"):
+                try:
+                    v = canon(float(v) * 7)
+                except ValueError:
+                    pass
             vals.append(v)
-            if i + 1 < len(words) and words[i + 1] in ("am", "pm"):
+            if w[0].isdigit() and i + 1 < len(words) and words[i + 1] in ("am", "pm"):
                 meridiem.append(words[i + 1])
-        elif w in NUMBER_WORDS:
-            vals.append(str(NUMBER_WORDS[w]))
     return sorted(vals), sorted(meridiem)
 
 
@@ -254,7 +278,9 @@ def check(a: str, b: str, enabled=("numbers", "dates", "negation", "entities", "
     if "entities" in enabled:
         ea, eb = entities(a), entities(b)
         la, lb = sa, sb
-        ea, eb = [stem(e) for e in ea], [stem(e) for e in eb]
+        aa, ab = acronyms(a), acronyms(b)
+        ea = [stem(e) for e in ea if not (e in aa and spelled_out(e, tb))]
+        eb = [stem(e) for e in eb if not (e in ab and spelled_out(e, ta))]
         for e in ea:
             if not any(same_word(e, t) for t in lb):
                 return ("entities", f"{e} only in cached")
@@ -275,6 +301,9 @@ def check(a: str, b: str, enabled=("numbers", "dates", "negation", "entities", "
             L, R = {stem(w) for w in left.split()}, {stem(w) for w in right.split()}
             if ((sa & L) - sb and (sb & R) - sa) or ((sa & R) - sb and (sb & L) - sa):
                 return ("antonyms", f"{left.split()[0]} vs {right.split()[0]}")
+        hz = {stem(w) for w in HAZARD_WORDS}
+        if bool(sa & hz) != bool(sb & hz):
+            return ("antonyms", "harm or avoidance on one side only")
     if "contrast" in enabled:
         for group in CONTRAST_SETS:
             ca, cb = classes(group, sa), classes(group, sb)
@@ -320,7 +349,16 @@ def align(ta, tb):
     return pairs
 
 
+def abbreviates(short, long) -> bool:
+    """One side is an acronym of the other ("fa" for "factor authentication")."""
+    return len(short) == 1 and len(long) >= 2 and len(short[0]) == len(long) and all(
+        w.startswith(c) for c, w in zip(short[0], long)
+    )
+
+
 def synonyms(xs, ys) -> bool:
+    if abbreviates(xs, ys) or abbreviates(ys, xs):
+        return True
     if len(xs) != 1 or len(ys) != 1:
         return False
     x, y = stem(xs[0]), stem(ys[0])

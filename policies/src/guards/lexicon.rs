@@ -84,6 +84,11 @@ const ANTONYMS: [(&str, &str); 45] = [
     ("full", "part"),
 ];
 
+/// Words that make a question about harm or avoidance: on one side only, the two questions
+/// ask opposite things ("what should I eat" vs "what could interfere").
+const HAZARD_WORDS: &str =
+    "avoid prevent interfere harm harmful damage dangerous risk risky unsafe";
+
 /// Mutually exclusive alternatives (who or what a question is scoped to). Classes are
 /// separated by spaces, spellings of one class by `|`.
 const CONTRASTS: [&str; 18] = [
@@ -108,7 +113,7 @@ const CONTRASTS: [&str; 18] = [
 ];
 
 /// Near-synonyms: a one-word change between members of a group keeps the answer.
-const SYNONYMS: [&str; 36] = [
+const SYNONYMS: [&str; 38] = [
     "start begin commence",
     "end finish",
     "update change amend edit modify alter",
@@ -145,6 +150,8 @@ const SYNONYMS: [&str; 36] = [
     "guest visitor",
     "email mail",
     "payment pay",
+    "pm evening tonight",
+    "am morning",
 ];
 
 const NUMBER_WORDS: [(&str, u32); 42] = [
@@ -243,6 +250,8 @@ pub(crate) static SCOPE_STEMS: LazyLock<HashSet<String>> = LazyLock::new(|| {
         .flat_map(|class| class.iter().cloned())
         .collect()
 });
+
+pub(crate) static HAZARD_STEMS: LazyLock<HashSet<String>> = LazyLock::new(|| stems(HAZARD_WORDS));
 
 pub(crate) static SYNONYM_STEMS: LazyLock<Vec<HashSet<String>>> =
     LazyLock::new(|| SYNONYMS.iter().map(|group| stems(group)).collect());

@@ -47,7 +47,21 @@ fn content(tokens: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// One side is an acronym of the other ("fa" for "factor authentication").
+fn abbreviates(short: &[&str], long: &[&str]) -> bool {
+    let [acronym] = short else { return false };
+    acronym.chars().count() == long.len()
+        && long.len() >= 2
+        && acronym
+            .chars()
+            .zip(long)
+            .all(|(letter, word)| word.starts_with(letter))
+}
+
 fn synonyms(a: &[&str], b: &[&str]) -> bool {
+    if abbreviates(a, b) || abbreviates(b, a) {
+        return true;
+    }
     let ([x], [y]) = (a, b) else { return false };
     let (x, y) = (stem(x), stem(y));
     SYNONYM_STEMS

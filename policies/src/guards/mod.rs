@@ -12,7 +12,7 @@ mod verdict;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use lexicon::{ANTONYM_STEMS, CONTRAST_STEMS, DATES, NEGATORS};
+use lexicon::{ANTONYM_STEMS, CONTRAST_STEMS, DATES, HAZARD_STEMS, NEGATORS};
 use text::{negative_of, number_value};
 
 pub(crate) use lexicon::IGNORABLE;
@@ -155,8 +155,15 @@ pub(crate) fn number_values(t: &Analysed) -> (Vec<String>, Vec<&str>) {
     let mut values = Vec::new();
     let mut meridiem = Vec::new();
     for (i, w) in t.words.iter().enumerate() {
-        if let Some(v) = number_value(&w.lower) {
+        if let Some(mut v) = number_value(&w.lower) {
             let digits = w.lower.starts_with(|c: char| c.is_ascii_digit());
+            // A span in weeks is compared in days ("two weeks" = "14 days").
+            let next = t.words.get(i + 1).map(|n| n.lower.as_str());
+            if matches!(next, Some("week" | "weeks"))
+                && let Ok(n) = v.parse::<f64>()
+            {
+                v = format_number(n * 7.0);
+            }
             if let Some(next) = t.words.get(i + 1).filter(|_| digits)
                 && (next.lower == "am" || next.lower == "pm")
             {
@@ -168,6 +175,14 @@ pub(crate) fn number_values(t: &Analysed) -> (Vec<String>, Vec<&str>) {
     values.sort();
     meridiem.sort_unstable();
     (values, meridiem)
+}
+
+fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
 }
 
 fn numbers(a: &Analysed, b: &Analysed) -> Result<(), Refusal> {
@@ -225,8 +240,30 @@ pub(crate) fn entity_stems(t: &Analysed) -> Vec<String> {
         .collect()
 }
 
+/// True when consecutive words of `t` start with the acronym's letters, in order
+/// ("pac": "porting authorisation code").
+fn spelled_out(acronym: &str, t: &Analysed) -> bool {
+    let letters: Vec<char> = acronym.chars().collect();
+    t.tokens.windows(letters.len()).any(|window| {
+        window
+            .iter()
+            .zip(&letters)
+            .all(|(word, letter)| word.starts_with(*letter))
+    })
+}
+
+/// Names of `t` that the other text neither contains nor spells out.
+fn names_for_check(t: &Analysed, other: &Analysed) -> Vec<String> {
+    t.words
+        .iter()
+        .filter(|w| w.capitalised && !(w.acronym && spelled_out(&w.lower, other)))
+        .filter_map(|w| text::expand(&w.lower).into_iter().next())
+        .map(|w| stem(&w))
+        .collect()
+}
+
 fn entities(a: &Analysed, b: &Analysed) -> Result<(), Refusal> {
-    let (ea, eb) = (entity_stems(a), entity_stems(b));
+    let (ea, eb) = (names_for_check(a, b), names_for_check(b, a));
     let found = |e: &String, other: &Analysed| other.stems.iter().any(|t| same_word(e, t));
     if let Some(e) = ea.iter().find(|e| !found(e, b)) {
         return refuse(
@@ -304,6 +341,10 @@ fn antonyms(a: &Analysed, b: &Analysed) -> Result<(), Refusal> {
             r.sort();
             return refuse(Guard::Antonyms, format!("{l:?} vs {r:?}"));
         }
+    }
+    let harm = |t: &Analysed| t.stems.iter().any(|s| HAZARD_STEMS.contains(s));
+    if harm(a) != harm(b) {
+        return refuse(Guard::Antonyms, "harm or avoidance on one side only");
     }
     Ok(())
 }

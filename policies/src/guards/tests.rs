@@ -165,6 +165,39 @@ fn direction_opposites_scope_and_slots_refuse() {
 }
 
 #[test]
+fn units_acronyms_and_time_words_are_understood() {
+    check(
+        "Can I return it after 14 days?",
+        "Can I still send it back after two weeks?",
+        None,
+    );
+    check(
+        "Can I return it after 14 days?",
+        "Can I return it after 3 weeks?",
+        Some("numbers"),
+    );
+    check(
+        "How do I turn on two-factor authentication?",
+        "How can I turn on 2FA?",
+        None,
+    );
+    check(
+        "Is there a table at 7pm?",
+        "Is there a table at seven this evening?",
+        None,
+    );
+}
+
+#[test]
+fn harm_on_one_side_refuses() {
+    check(
+        "What foods should I eat while taking warfarin?",
+        "Which foods could interfere with warfarin?",
+        Some("antonyms"),
+    );
+}
+
+#[test]
 fn an_empty_guard_set_passes_everything() {
     let none = GuardSet::none();
     assert!(check_guards("Is it 9:15?", "Is it 9:45?", &none).is_ok());

@@ -11,6 +11,8 @@ pub(crate) struct Word {
     pub lower: String,
     /// Capitalised mid-sentence, or an acronym: a likely name.
     pub capitalised: bool,
+    /// Written in capitals (two letters or more): may be spelled out elsewhere.
+    pub acronym: bool,
     /// First word of a sentence.
     pub initial: bool,
 }
@@ -68,6 +70,7 @@ pub(crate) fn split_words(text: &str) -> Vec<Word> {
             words.push(Word {
                 lower: text,
                 capitalised: false,
+                acronym: false,
                 initial,
             });
             initial = false;
@@ -94,6 +97,7 @@ pub(crate) fn split_words(text: &str) -> Vec<Word> {
             words.push(Word {
                 lower,
                 capitalised,
+                acronym: acronym && !shouted,
                 initial,
             });
             initial = false;
@@ -104,6 +108,7 @@ pub(crate) fn split_words(text: &str) -> Vec<Word> {
                 words.push(Word {
                     lower: "percent".to_owned(),
                     capitalised: false,
+                    acronym: false,
                     initial,
                 });
                 initial = false;
