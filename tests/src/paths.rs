@@ -1,6 +1,8 @@
 //! Where the repository, the built `cachet` binary, the model assets and Python live.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use crate::{Error, Result};
 
@@ -27,16 +29,58 @@ pub fn cachet_bin() -> Result<PathBuf> {
         let profile_dir = exe.parent()?.parent()?;
         Some(profile_dir.join("cachet"))
     });
-    if let Some(path) = beside_test.filter(|path| path.is_file()) {
-        return Ok(path);
+    let path = match beside_test.filter(|path| path.is_file()) {
+        Some(path) => path,
+        None => {
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            let path = target_dir.join("debug").join("cachet");
+            existing(path, "cachet binary", BUILD_HINT)?
+        }
+    };
+    static STALENESS_CHECKED: OnceLock<()> = OnceLock::new();
+    STALENESS_CHECKED.get_or_init(|| warn_if_stale(&path));
+    Ok(path)
+}
+
+/// Says so on stderr when a source file of the gateway or its libraries is newer than the
+/// binary: the tests would then judge old code. Only a warning, since mtimes can mislead.
+fn warn_if_stale(binary: &Path) {
+    let Some(built) = modified(binary) else {
+        return;
+    };
+    let root = repo_root();
+    let newer = ["gateway", "policies", "embedder", "index"]
+        .iter()
+        .flat_map(|krate| newer_files(&root.join(krate).join("src"), built))
+        .next();
+    if let Some(source) = newer {
+        eprintln!(
+            "warning: {} is newer than {}; run `cargo build -p cachet-gateway` to test the current code",
+            source.display(),
+            binary.display()
+        );
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    existing(
-        target_dir.join("debug").join("cachet"),
-        "cachet binary",
-        BUILD_HINT,
-    )
+}
+
+fn newer_files(dir: &Path, than: SystemTime) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(newer_files(&path, than));
+        } else if modified(&path).is_some_and(|time| time > than) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 const BUILD_HINT: &str =

@@ -117,6 +117,18 @@ impl Stack {
     }
 }
 
+impl Drop for Stack {
+    /// Every scenario also checks that the gateway survived it.
+    fn drop(&mut self) {
+        if !std::thread::panicking() && !self.gateway.is_running() {
+            panic!(
+                "the gateway exited during the test; its log ends with:\n{}",
+                self.gateway.log_tail()
+            );
+        }
+    }
+}
+
 /// An HTTP response read whole.
 #[derive(Debug)]
 pub struct RawResponse {
