@@ -42,6 +42,9 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// Measure hit quality on labelled pairs: for each pair, store `a` in a fresh cache and look
+    /// up `b` with the real embedder and policy; prints should-hits served and wrong answers.
+    Eval(cachet_gateway::eval::EvalArgs),
     /// Validate a config file and print every problem with its field path.
     CheckConfig {
         #[arg(long, default_value = "configs/default.toml")]
@@ -65,6 +68,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = load_config(&config, listen, upstream)?;
             tokio::runtime::Runtime::new()?.block_on(serve(config))
+        }
+        Command::Eval(args) => {
+            print!("{}", cachet_gateway::eval::run(&args)?);
+            Ok(())
         }
         Command::CheckConfig { config } => {
             load_config(&config, None, None)?;
