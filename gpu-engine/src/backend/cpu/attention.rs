@@ -1,8 +1,16 @@
-//! Causal attention over the paged KV pool on the CPU, one task per (token, head).
+//! Causal attention over the paged KV pool on the CPU.
+//!
+//! Decode tokens (and short chunks) run one task per (token, head) straight from the
+//! paged pool. Long prefill chunks gather each KV head's keys and values into
+//! contiguous buffers once and use matrix products, which is an order of magnitude
+//! faster than per-token dot products for a 1,000-token prompt.
 
 use rayon::prelude::*;
 
-use super::matmul::dot;
+use super::matmul::{dot, matmul_transposed};
+
+/// Chunks of at least this many query tokens take the matrix-product path.
+pub const DENSE_MIN_TOKENS: usize = 16;
 
 /// Head counts and sizes that attention needs.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +25,8 @@ pub struct AttentionShape {
 pub struct TokenView<'a> {
     pub position: usize,
     pub block_table: &'a [u32],
+    /// Computed by [`dense_chunk_attention`] instead; the per-token pass skips it.
+    pub dense: bool,
 }
 
 /// Writes into `out` (`[n_tokens, n_heads * head_dim]`) the attention of each query
@@ -43,6 +53,9 @@ pub fn paged_attention(
         .for_each(|(index, out_head)| {
             let (token, head) = (index / n_heads, index % n_heads);
             let view = &tokens[token];
+            if view.dense {
+                return;
+            }
             let kv_head = head / group;
             let q_head = &q[index * head_dim..(index + 1) * head_dim];
             let kv_offset = |pos: usize| {
@@ -74,6 +87,87 @@ pub fn paged_attention(
         });
 }
 
+/// A long chunk of one sequence: `n_query` consecutive tokens ending at `context_len`.
+pub struct DenseChunk<'a> {
+    pub query_start: usize,
+    pub n_query: usize,
+    pub context_len: usize,
+    pub block_table: &'a [u32],
+}
+
+/// Attention of one long chunk through matrix products, written into its rows of `out`.
+pub fn dense_chunk_attention(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    chunk: &DenseChunk<'_>,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        block_size,
+    } = shape;
+    let group = n_heads / n_kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let ctx = chunk.context_len;
+    let first_position = ctx - chunk.n_query;
+    let rows = chunk.n_query * group;
+    let width = n_heads * head_dim;
+    let mut keys = vec![0.0f32; ctx * head_dim];
+    let mut values_t = vec![0.0f32; head_dim * ctx];
+    let mut queries = vec![0.0f32; rows * head_dim];
+    let mut scores = vec![0.0f32; rows * ctx];
+    let mut result = vec![0.0f32; rows * head_dim];
+    for kv_head in 0..n_kv_heads {
+        for pos in 0..ctx {
+            let slot = chunk.block_table[pos / block_size] as usize * block_size + pos % block_size;
+            let at = (slot * n_kv_heads + kv_head) * head_dim;
+            keys[pos * head_dim..(pos + 1) * head_dim].copy_from_slice(&k_cache[at..at + head_dim]);
+            for (d, &v) in v_cache[at..at + head_dim].iter().enumerate() {
+                values_t[d * ctx + pos] = v;
+            }
+        }
+        // Row t * group + j is query token t of head kv_head * group + j.
+        for t in 0..chunk.n_query {
+            for j in 0..group {
+                let head = kv_head * group + j;
+                let src = (chunk.query_start + t) * width + head * head_dim;
+                let dst = (t * group + j) * head_dim;
+                queries[dst..dst + head_dim].copy_from_slice(&q[src..src + head_dim]);
+            }
+        }
+        matmul_transposed(&mut scores, &queries, &keys, rows, head_dim, ctx);
+        scores.par_chunks_mut(ctx).enumerate().for_each(|(row, s)| {
+            let n_keys = first_position + row / group + 1;
+            let (visible, future) = s.split_at_mut(n_keys);
+            let max = visible
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+            let mut sum = 0.0f32;
+            for x in visible.iter_mut() {
+                *x = (*x * scale - max).exp();
+                sum += *x;
+            }
+            for x in visible.iter_mut() {
+                *x /= sum;
+            }
+            future.fill(0.0);
+        });
+        matmul_transposed(&mut result, &scores, &values_t, rows, ctx, head_dim);
+        for t in 0..chunk.n_query {
+            for j in 0..group {
+                let head = kv_head * group + j;
+                let dst = (chunk.query_start + t) * width + head * head_dim;
+                let src = (t * group + j) * head_dim;
+                out[dst..dst + head_dim].copy_from_slice(&result[src..src + head_dim]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +189,7 @@ mod tests {
         let tokens = [TokenView {
             position: 0,
             block_table: &table,
+            dense: false,
         }];
         let q = [1.0, 2.0, -1.0, 0.5];
         let mut out = vec![0.0; 4];
@@ -117,14 +212,55 @@ mod tests {
             TokenView {
                 position: 0,
                 block_table: &table,
+                dense: false,
             },
             TokenView {
                 position: 1,
                 block_table: &table,
+                dense: false,
             },
         ];
         let mut out = vec![0.0; 2];
         paged_attention(&mut out, &[1.0, 1.0], &k_cache, &v_cache, &tokens, shape);
         assert_eq!(out, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn dense_path_matches_per_token_path() {
+        let shape = AttentionShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+            block_size: 4,
+        };
+        let n_slots = 12 * 4;
+        let kv_width = 2 * 8;
+        let noise = |i: usize, m: usize| ((i * m % 97) as f32 / 97.0) - 0.5;
+        let k_cache: Vec<f32> = (0..n_slots * kv_width).map(|i| noise(i, 31)).collect();
+        let v_cache: Vec<f32> = (0..n_slots * kv_width).map(|i| noise(i, 17)).collect();
+        // A sequence of 37 tokens spread over shuffled blocks; the last 20 are the chunk.
+        let table = [7u32, 2, 9, 0, 11, 4, 5, 1, 3, 6];
+        let (ctx, n_query) = (37, 20);
+        let q: Vec<f32> = (0..n_query * 4 * 8).map(|i| noise(i, 13) * 3.0).collect();
+        let tokens: Vec<TokenView> = (0..n_query)
+            .map(|t| TokenView {
+                position: ctx - n_query + t,
+                block_table: &table,
+                dense: false,
+            })
+            .collect();
+        let mut expected = vec![0.0; q.len()];
+        paged_attention(&mut expected, &q, &k_cache, &v_cache, &tokens, shape);
+        let mut dense = vec![0.0; q.len()];
+        let chunk = DenseChunk {
+            query_start: 0,
+            n_query,
+            context_len: ctx,
+            block_table: &table,
+        };
+        dense_chunk_attention(&mut dense, &q, &k_cache, &v_cache, &chunk, shape);
+        for (a, b) in dense.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! Matrix products on the CPU through the `gemm` crate (runtime-dispatched SIMD, rayon threads).
 
 use gemm::{Parallelism, gemm};
-use rayon::prelude::*;
 
 /// `dst[m, n] = lhs[m, k] · rhsᵀ` where `rhs` is `[n, k]` (a linear layer's weight).
 pub fn matmul_transposed(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
@@ -9,12 +8,6 @@ pub fn matmul_transposed(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k:
     assert_eq!(lhs.len(), m * k, "matmul left operand has the wrong size");
     assert_eq!(rhs.len(), n * k, "matmul right operand has the wrong size");
     if m == 0 || n == 0 {
-        return;
-    }
-    if m == 1 {
-        // A single row is a matrix-vector product, bound by reading the weight: split
-        // the output across threads so every core streams its own part of it.
-        gemv_transposed(dst, lhs, rhs, k);
         return;
     }
     let threads = rayon::current_num_threads();
@@ -51,19 +44,6 @@ pub fn matmul_transposed(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k:
             parallelism,
         );
     }
-}
-
-fn gemv_transposed(dst: &mut [f32], x: &[f32], rhs: &[f32], k: usize) {
-    const ROWS_PER_TASK: usize = 64;
-    dst.par_chunks_mut(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(chunk, out)| {
-            let first = chunk * ROWS_PER_TASK;
-            for (i, o) in out.iter_mut().enumerate() {
-                let row = &rhs[(first + i) * k..(first + i + 1) * k];
-                *o = dot(x, row);
-            }
-        });
 }
 
 /// Dot product with eight independent accumulators so the compiler can keep them in

@@ -5,7 +5,7 @@ mod matmul;
 
 use rayon::prelude::*;
 
-use self::attention::{AttentionShape, TokenView};
+use self::attention::{AttentionShape, DENSE_MIN_TOKENS, DenseChunk, TokenView};
 use super::{Backend, KvLayout, ModelDims, StepBatch};
 use crate::checkpoint::HostTensor;
 use crate::{Error, Result};
@@ -216,29 +216,45 @@ impl Backend for CpuBackend {
     }
 
     fn paged_attention(&mut self, layer: usize, q: &CpuTensor) -> Result<CpuTensor> {
+        let shape = AttentionShape {
+            n_heads: self.dims.n_heads,
+            n_kv_heads: self.dims.n_kv_heads,
+            head_dim: self.dims.head_dim,
+            block_size: self.kv.block_size,
+        };
         let mut tokens = Vec::with_capacity(self.batch.n_tokens());
+        let mut dense = Vec::new();
         for seq in &self.batch.seqs {
+            let is_dense = seq.query_len >= DENSE_MIN_TOKENS;
+            if is_dense {
+                dense.push(DenseChunk {
+                    query_start: seq.query_start,
+                    n_query: seq.query_len,
+                    context_len: seq.context_len,
+                    block_table: &seq.block_table,
+                });
+            }
             for t in seq.query_start..seq.query_start + seq.query_len {
                 tokens.push(TokenView {
                     position: self.batch.positions[t] as usize,
                     block_table: &seq.block_table,
+                    dense: is_dense,
                 });
             }
         }
+        let (k_cache, v_cache) = (&self.k_cache[layer], &self.v_cache[layer]);
         let mut out = CpuTensor::zeros(q.rows, q.cols);
-        attention::paged_attention(
-            &mut out.data,
-            &q.data,
-            &self.k_cache[layer],
-            &self.v_cache[layer],
-            &tokens,
-            AttentionShape {
-                n_heads: self.dims.n_heads,
-                n_kv_heads: self.dims.n_kv_heads,
-                head_dim: self.dims.head_dim,
-                block_size: self.kv.block_size,
-            },
-        );
+        attention::paged_attention(&mut out.data, &q.data, k_cache, v_cache, &tokens, shape);
+        for chunk in &dense {
+            attention::dense_chunk_attention(
+                &mut out.data,
+                &q.data,
+                k_cache,
+                v_cache,
+                chunk,
+                shape,
+            );
+        }
         Ok(out)
     }
 
