@@ -32,13 +32,24 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with raw TOML and extra arguments after `serve`.
     pub fn start_toml(config_toml: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_command(cachet_command()?, config_toml, extra_args)
+    }
+
+    /// Like [`Gateway::start`], with this `cachet` executable rather than the one
+    /// [`paths::cachet_bin`] finds (the benchmark runs the release build).
+    pub fn start_binary(binary: &Path, config: &GatewayConfig) -> Result<Self> {
+        let mut command = Command::new(binary);
+        command.current_dir(paths::repo_root());
+        Self::start_command(command, &config.to_toml(), &[])
+    }
+
+    fn start_command(mut command: Command, config_toml: &str, extra_args: &[&str]) -> Result<Self> {
         paths::require_model_assets()?;
         let dir = tempfile::tempdir().map_err(|source| Error::Write {
             path: std::env::temp_dir(),
             source,
         })?;
         let config_path = write_config(dir.path(), config_toml)?;
-        let mut command = cachet_command()?;
         command
             .arg("serve")
             .arg("--config")
@@ -71,6 +82,11 @@ impl Gateway {
     /// The config file the gateway was started with.
     pub fn config_path(&self) -> &Path {
         &self.config_path
+    }
+
+    /// The gateway's OS process id (the benchmark reads its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
     }
 
     /// Whether the process is still running (a test can check that a request did not crash it).
