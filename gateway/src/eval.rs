@@ -37,6 +37,9 @@ pub struct EvalArgs {
     /// Also report every threshold from 0.40 to 0.95 (applied to all categories).
     #[arg(long)]
     pub sweep: bool,
+    /// List every wrong answer and every missed should-hit with its reason.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -438,10 +441,22 @@ pub fn run(args: &EvalArgs) -> Result<String, EvalError> {
     runtime.block_on(async {
         let embedder = Embedder::start(embedder_config(&config))?;
         let report = evaluate(&config, &embedder, &rows, args.sweep).await?;
-        Ok(if args.json {
+        let mut out = if args.json {
             report.to_json().to_string()
         } else {
             report.to_text()
-        })
+        };
+        if args.verbose {
+            for (id, should_hit, o) in &report.outcomes {
+                if o.hit != *should_hit {
+                    let what = if *should_hit { "missed" } else { "wrong" };
+                    out.push_str(&format!(
+                        "\n{what} {id} (similarity {:.3}): {}",
+                        o.similarity, o.reason
+                    ));
+                }
+            }
+        }
+        Ok(out)
     })
 }

@@ -1,0 +1,60 @@
+//! `cachet eval` on the labelled dev data with the shipped default config meets issue 4's
+//! targets. Needs the assets (`scripts/fetch-assets`) and the dev data (`CACHET_EVAL_DATA`,
+//! default `../shared/data/semcache-dev` next to the repository); skips without them.
+
+use std::path::{Path, PathBuf};
+
+use cachet_gateway::eval::{EvalArgs, run};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CACHET_EVAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data/semcache-dev"));
+    let assets = root().join("assets/minilm-int8/model.onnx");
+    (dir.join("pairs.jsonl").exists() && assets.exists()).then_some(dir)
+}
+
+fn eval(pairs: Option<PathBuf>, conversations: Option<PathBuf>) -> serde_json::Value {
+    // The default config names its model files relative to the repository root.
+    std::env::set_current_dir(root()).expect("cd to the repository root");
+    let args = EvalArgs {
+        pairs,
+        conversations,
+        config: PathBuf::from("configs/default.toml"),
+        json: true,
+        sweep: false,
+        verbose: false,
+    };
+    let out = run(&args).expect("eval runs");
+    serde_json::from_str(&out).expect("json summary")
+}
+
+#[test]
+fn dev_data_meets_the_targets_with_the_default_config() {
+    let Some(dir) = data_dir() else {
+        eprintln!("skipped: no dev data or assets");
+        return;
+    };
+    let pairs = eval(Some(dir.join("pairs.jsonl")), None);
+    eprintln!("pairs: {pairs}");
+    let conversations = eval(None, Some(dir.join("conversations.jsonl")));
+    eprintln!("conversations: {conversations}");
+    let figure = |v: &serde_json::Value, key: &str| v[key].as_f64().expect("a number");
+    assert!(figure(&pairs, "should_hit_served") >= 0.80, "{pairs}");
+    assert!(figure(&pairs, "wrong_answers") <= 0.02, "{pairs}");
+    assert!(
+        figure(&conversations, "should_hit_served") >= 0.90,
+        "{conversations}"
+    );
+    assert!(
+        figure(&conversations, "wrong_answers") <= 0.05,
+        "{conversations}"
+    );
+}
