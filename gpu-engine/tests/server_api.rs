@@ -234,3 +234,26 @@ fn unknown_device_is_a_startup_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cuda:0"));
 }
+
+#[tokio::test]
+async fn seed_reproduces_sampling_and_stop_strings_end_output() {
+    let (_dir, s) = tiny_server().await;
+    let sampled = |seed: u64| json!({"prompt": "w8 w9", "max_tokens": 12, "temperature": 1.0, "seed": seed, "ignore_eos": true});
+    let text = |body: serde_json::Value| body["choices"][0]["text"].as_str().unwrap().to_owned();
+    let (_, a) = s.post("/v1/completions", None, sampled(11)).await;
+    let (_, b) = s.post("/v1/completions", None, sampled(11)).await;
+    assert_eq!(text(a.clone()), text(b));
+    let (_, c) = s.post("/v1/completions", None, sampled(12)).await;
+    assert_ne!(text(a.clone()), text(c), "another seed samples differently");
+
+    // Stop at the third word of the seeded output: the answer ends before it.
+    let full = text(a);
+    let words: Vec<&str> = full.split_whitespace().collect();
+    let stop = format!(" {}", words[2]);
+    let mut request = sampled(11);
+    request["stop"] = json!([stop]);
+    let (_, stopped) = s.post("/v1/completions", None, request).await;
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    let cut = text(stopped);
+    assert_eq!(cut, full[..full.find(&stop).unwrap()]);
+}
