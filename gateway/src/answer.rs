@@ -4,6 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cachet_policies::ConversationView;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,6 +19,12 @@ pub struct CachedAnswer {
     pub key: String,
     /// The text that was embedded for this entry, for hit guards and traces.
     pub question: Option<String>,
+    /// The conversation the answer was given in, compared with a query's by `judge`.
+    #[serde(default)]
+    pub view: Option<ConversationView>,
+    /// Embedding of the conversation's topic (its first user message), when it has one.
+    #[serde(default)]
+    pub topic_vector: Option<Vec<f32>>,
     /// The complete answer in its non-streamed shape.
     pub response: Value,
 }

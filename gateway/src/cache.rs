@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CACHE_CONTROL;
 use cachet_embedder::Embedder;
 use cachet_index::{IndexParams, MemoryStore, StoredEntry, VectorIndex};
-use cachet_policies::{Category, Config, RequestFacts, check_guards};
+use cachet_policies::{Candidate, Category, Config, ContextSettings, RequestFacts, judge};
 use serde_json::Value;
 
 use crate::answer::CachedAnswer;
@@ -164,54 +164,75 @@ impl Cache {
                 vector: None,
             };
         }
-        let (Some(text), Some(category), Some(index)) = (
-            request.lookup_text.as_deref(),
+        let (Some(view), Some(category), Some(index)) = (
+            request.view.as_ref(),
             self.category(&plan.category),
             self.indexes.get(&plan.category),
         ) else {
             return Lookup::default();
         };
-        let Some(vector) = self.embed(text).await else {
+        let Some(vector) = self.embed(&view.lookup_text).await else {
             return Lookup::default();
         };
         let started = Instant::now();
-        let neighbours = match index.search(
-            plan.partition,
-            &vector,
-            self.config.index.candidates.get(),
-            now,
-        ) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "semantic search failed");
-                Vec::new()
-            }
-        };
+        let candidates = self.config.index.candidates.get();
+        let neighbours = index
+            .search(plan.partition, &vector, candidates, now)
+            .map_err(|e| tracing::warn!(error = %e, "semantic search failed"))
+            .unwrap_or_default();
         metrics::histogram!("cachet_search_seconds").record(started.elapsed().as_secs_f64());
+        // The topic embedding is needed only by candidates whose context refers back to it.
+        let mut topic_vector: Option<Option<Vec<f32>>> = None;
         let threshold = category.threshold.get();
         for neighbour in neighbours.into_iter().filter(|n| n.similarity >= threshold) {
-            if let Some(answer) = self.read(neighbour.id, now, None) {
-                let question = answer.question.as_deref().unwrap_or("");
-                if let Err(refusal) = check_guards(question, text, &category.guards) {
-                    tracing::debug!(similarity = neighbour.similarity, cached = question, %refusal, "candidate refused");
-                    metrics::counter!("cachet_guard_refusals_total", "guard" => refusal.guard)
-                        .increment(1);
-                    continue;
+            let Some(answer) = self.read(neighbour.id, now, None) else {
+                continue;
+            };
+            let Some(cached_view) = answer.view.as_ref() else {
+                continue;
+            };
+            let topic_similarity = match (&answer.topic_vector, &view.topic_text) {
+                (Some(cached_topic), Some(topic)) => {
+                    if topic_vector.is_none() {
+                        topic_vector = Some(self.embed(topic).await);
+                    }
+                    topic_vector
+                        .as_ref()
+                        .and_then(Option::as_deref)
+                        .map(|t| dot(cached_topic, t))
                 }
+                _ => None,
+            };
+            let candidate = Candidate {
+                cached: cached_view,
+                query: view,
+                similarity: neighbour.similarity,
+                topic_similarity,
+            };
+            if let Err(refusal) = judge(category, &candidate, &ContextSettings::default()) {
                 tracing::debug!(
                     similarity = neighbour.similarity,
-                    cached = question,
-                    "semantic hit"
+                    cached = cached_view.lookup_text,
+                    %refusal,
+                    "candidate refused"
                 );
-                return Lookup {
-                    hit: Some(Hit {
-                        kind: HitKind::Semantic,
-                        similarity: neighbour.similarity,
-                        answer,
-                    }),
-                    vector: Some(vector),
-                };
+                metrics::counter!("cachet_guard_refusals_total", "guard" => refusal.guard)
+                    .increment(1);
+                continue;
             }
+            tracing::debug!(
+                similarity = neighbour.similarity,
+                cached = cached_view.lookup_text,
+                "semantic hit"
+            );
+            return Lookup {
+                hit: Some(Hit {
+                    kind: HitKind::Semantic,
+                    similarity: neighbour.similarity,
+                    answer,
+                }),
+                vector: Some(vector),
+            };
         }
         Lookup {
             hit: None,
@@ -260,9 +281,16 @@ impl Cache {
             (None, Some(text)) => self.embed(text).await,
             (None, None) => None,
         };
+        let topic_text = request.view.as_ref().and_then(|v| v.topic_text.as_deref());
+        let topic_vector = match topic_text {
+            Some(topic) => self.embed(topic).await,
+            None => None,
+        };
         let answer = CachedAnswer {
             key: plan.key.to_hex(),
             question: request.lookup_text.clone(),
+            view: request.view.clone(),
+            topic_vector,
             response,
         };
         let body = match serde_json::to_vec(&answer) {
@@ -310,6 +338,10 @@ impl Cache {
             tracing::debug!(dropped, "purged expired entries");
         }
     }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn too_hot(category: &Category, temperature: Option<f64>) -> bool {

@@ -72,12 +72,13 @@ impl ExactKey {
 }
 
 /// The partition a request's semantic neighbours must share: same tenant, category, route,
-/// model, and the same conversation before the last user message.
+/// model and system prompt. The rest of the conversation is compared per candidate
+/// (`policies::judge`), so that reworded history can still match.
 pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64 {
-    let mut context = String::new();
-    for message in &request.context {
-        write_canonical(message, &mut context);
-        context.push('\n');
+    let mut system = String::new();
+    for message in &request.system {
+        write_canonical(message, &mut system);
+        system.push('\n');
     }
     let digest = Sha256::new()
         .chain_update(b"cachet-partition-v1\0")
@@ -89,7 +90,7 @@ pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64
         .chain_update(b"\0")
         .chain_update(&request.model)
         .chain_update(b"\0")
-        .chain_update(context)
+        .chain_update(system)
         .finalize();
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
@@ -123,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_separate_tenants_and_contexts() {
+    fn keys_separate_tenants_and_system_prompts() {
         let req = |body: &str| CacheRequest::parse(Route::Chat, body.as_bytes()).expect("valid");
         let a = req(r#"{"model":"m","messages":[{"role":"user","content":"q"}]}"#);
         let b = req(

@@ -1,6 +1,7 @@
 //! The parts of a chat or completion request that caching depends on, read from the JSON body
 //! without losing any field: the body itself is forwarded upstream byte for byte.
 
+use cachet_policies::{ConversationView, Message, conversation_view};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -44,8 +45,11 @@ pub struct CacheRequest {
     pub uncacheable: Option<&'static str>,
     /// The text embedded for semantic lookup: the last user message, or the prompt.
     pub lookup_text: Option<String>,
-    /// Chat messages before the last user message (system prompt and earlier turns).
-    pub context: Vec<Value>,
+    /// System and developer messages: a semantic neighbour must have the same ones.
+    pub system: Vec<Value>,
+    /// The conversation as the context comparison sees it; `None` when any message is not
+    /// plain text (then only exact matches are served).
+    pub view: Option<ConversationView>,
 }
 
 /// Body fields that do not change the answer, left out of the exact-match key.
@@ -121,7 +125,8 @@ impl CacheRequest {
             temperature,
             uncacheable: None,
             lookup_text: None,
-            context: Vec::new(),
+            system: Vec::new(),
+            view: None,
             body: Map::new(),
         };
         if n > 1 {
@@ -168,18 +173,40 @@ impl CacheRequest {
                 ));
             }
         }
-        if last.get("role").and_then(Value::as_str) == Some("user") {
-            self.lookup_text = message_text(last);
-            self.context = earlier.to_vec();
+        self.system = earlier
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.get("role").and_then(Value::as_str),
+                    Some("system" | "developer")
+                )
+            })
+            .cloned()
+            .collect();
+        if last.get("role").and_then(Value::as_str) != Some("user") {
+            return Ok(());
+        }
+        let texts: Option<Vec<(&str, String)>> = earlier
+            .iter()
+            .chain(std::iter::once(last))
+            .map(|m| Some((m.get("role").and_then(Value::as_str)?, message_text(m)?)))
+            .collect();
+        if let Some(texts) = texts {
+            let messages: Vec<Message<'_>> = texts
+                .iter()
+                .map(|(role, content)| Message { role, content })
+                .collect();
+            self.view = conversation_view(&messages);
+            self.lookup_text = self.view.as_ref().map(|v| v.lookup_text.clone());
         }
         Ok(())
     }
 
     fn read_prompt(&mut self, body: &Map<String, Value>) -> Result<(), ApiError> {
         match body.get("prompt") {
-            Some(Value::String(p)) => self.lookup_text = Some(p.clone()),
+            Some(Value::String(p)) => self.set_prompt(p),
             Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
-                self.lookup_text = items[0].as_str().map(str::to_owned);
+                self.set_prompt(items[0].as_str().unwrap_or_default());
             }
             // Token-id prompts and batches of prompts still get exact matching.
             Some(Value::Array(_)) => {}
@@ -191,6 +218,14 @@ impl CacheRequest {
             }
         }
         Ok(())
+    }
+
+    fn set_prompt(&mut self, prompt: &str) {
+        self.view = conversation_view(&[Message {
+            role: "user",
+            content: prompt,
+        }]);
+        self.lookup_text = Some(prompt.to_owned());
     }
 
     /// The body without fields that do not change the answer, in canonical form.
@@ -280,7 +315,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(r.lookup_text.as_deref(), Some("hi"));
-        assert_eq!(r.context.len(), 1);
+        assert_eq!(r.system.len(), 1);
+        assert_eq!(r.view.as_ref().map(|v| v.lookup_text.as_str()), Some("hi"));
         assert!(!r.stream);
         assert_eq!(r.uncacheable, None);
     }
