@@ -182,3 +182,28 @@ fn a_replayed_stream_is_proper_sse_ending_in_done() {
         "include_usage asks for a final usage chunk: {events:#?}"
     );
 }
+
+#[test]
+fn the_same_conversation_reworded_hits() {
+    let mut stack = Stack::start();
+    let stored = stack.chat_stored(
+        &ChatCall::new("How tall is it?")
+            .turn("user", "Tell me about the Eiffel Tower.")
+            .turn(
+                "assistant",
+                "The Eiffel Tower is a famous landmark in Paris.",
+            ),
+    );
+    assert_eq!(stored.cache(), Some("miss"));
+    let reworded = stack.chat(
+        &ChatCall::new("How tall is it?")
+            .turn("user", "Can you tell me about the Eiffel Tower?")
+            .turn(
+                "assistant",
+                "Sure: the Eiffel Tower is a famous landmark in Paris.",
+            ),
+    );
+    assert_eq!(reworded.cache(), Some("hit-semantic"), "{reworded:#?}");
+    assert_eq!(reworded.text(), stored.text());
+    assert_eq!(stack.upstream.calls(CHAT_PATH), 1);
+}
