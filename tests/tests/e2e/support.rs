@@ -53,6 +53,9 @@ impl Stack {
         let upstream = ScriptedUpstream::start().expect("start the scripted upstream");
         let mut config =
             GatewayConfig::default_with_upstream(&upstream.base_url()).expect("default config");
+        // One ONNX Runtime thread: several gateways share two cores during a test run, and
+        // idle pool threads spin-wait.
+        config.set("embedder.threads", 1).expect("embedder section");
         edit(&mut config);
         let gateway = Gateway::start(&config).expect("start the gateway");
         client.set_base_url(&gateway.api_url());
