@@ -22,8 +22,7 @@ pub(crate) fn rebuild(shared: &Shared) -> bool {
     let started = Instant::now();
     let points = shared.state.read().rebuild_points(start, end);
     let n_points = points.len();
-    let segment = Segment::build(&shared.params, &points);
-    drop(points);
+    let segment = Segment::build(&shared.params, points);
     shared
         .state
         .write()

@@ -16,7 +16,7 @@ mod vector_index;
 pub use error::{Error, Result};
 pub use params::{IndexParams, IndexTuning, MAX_M};
 pub use store::{MemoryStore, StoredEntry};
-pub use vector_index::{IndexStats, Neighbor, VectorIndex};
+pub use vector_index::{IndexStats, Neighbor, NewEntry, VectorIndex};
 
 /// Identifies a cached entry; the gateway derives it from the exact-match key hash.
 pub type EntryId = u64;

@@ -38,8 +38,9 @@ pub(crate) enum Plan {
 /// An unfiltered graph search returns the nearest points of every partition; a partition that
 /// holds a fraction `s` of the graph's points gets about `s * ef` of them. So the candidate
 /// list is widened to `max(ef_search, k) / s`, which gives a large partition the same depth of
-/// search as if it had its own graph. When that width would be huge the partition is small
-/// relative to the graph, and scanning its vectors exactly is both cheaper and exact.
+/// search as if it had its own graph. The wider list costs time in proportion, so when it
+/// would cost more than comparing the query with each of the partition's vectors, the exact
+/// scan wins on both speed and recall.
 pub(crate) fn plan(
     state: &State,
     params: &IndexParams,
@@ -54,12 +55,14 @@ pub(crate) fn plan(
     if k == 0 || live == 0 {
         return Plan::Done(Vec::new());
     }
-    if live <= tuning.exact_search_max_points {
-        return Plan::Done(exact(state, partition, params.dim, req));
-    }
     let want = params.ef_search.max(k);
     let graph_points = state.graph_points().max(live);
     let ef = (want as f64 * graph_points as f64 / live as f64).ceil() as usize;
+    let scan_is_cheaper = live as f64 <= ef as f64 * tuning.graph_cost_per_ef
+        && live <= tuning.exact_fallback_max_points;
+    if live <= tuning.exact_search_max_points || scan_is_cheaper {
+        return Plan::Done(exact(state, partition, params.dim, req));
+    }
     if ef > tuning.max_graph_ef {
         return Plan::Done(fallback(state, params, tuning, req));
     }

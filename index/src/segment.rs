@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use hnsw_rs::prelude::{FilterT, Hnsw};
+use hnsw_rs::prelude::{DistDot, FilterT, Hnsw};
 
-use crate::distance::ClampedCosine;
+use crate::distance::scaled_for_graph;
 use crate::params::IndexParams;
 
 /// The index's internal number for one inserted vector; `hnsw_rs` calls it the data id.
@@ -18,7 +18,7 @@ const MAX_LAYERS: usize = 16;
 
 /// A graph that only grows: points are added, never removed (the library cannot delete).
 pub(crate) struct Segment {
-    graph: Hnsw<'static, f32, ClampedCosine>,
+    graph: Hnsw<'static, f32, DistDot>,
 }
 
 impl fmt::Debug for Segment {
@@ -38,28 +38,37 @@ impl Segment {
                 capacity_hint.max(1),
                 MAX_LAYERS,
                 params.ef_construction,
-                ClampedCosine,
+                DistDot,
             ),
         }
     }
 
     /// Builds a graph from many unit vectors at once, using every core through rayon.
-    pub(crate) fn build(params: &IndexParams, points: &[(PointNo, Vec<f32>)]) -> Self {
+    pub(crate) fn build(params: &IndexParams, points: Vec<(PointNo, Vec<f32>)>) -> Self {
         let segment = Self::new(params, points.len());
-        let batch: Vec<(&Vec<f32>, usize)> = points.iter().map(|(no, v)| (v, *no)).collect();
-        segment.graph.parallel_insert(&batch);
+        segment.insert_many(points);
         segment
+    }
+
+    /// Adds many unit vectors, in parallel through rayon.
+    pub(crate) fn insert_many(&self, mut points: Vec<(PointNo, Vec<f32>)>) {
+        for (_, vector) in &mut points {
+            *vector = scaled_for_graph(vector);
+        }
+        let batch: Vec<(&Vec<f32>, usize)> = points.iter().map(|(no, v)| (v, *no)).collect();
+        self.graph.parallel_insert(&batch);
     }
 
     /// Adds one unit vector. Safe to call while other threads search or insert.
     pub(crate) fn insert(&self, point: PointNo, unit_vector: &[f32]) {
-        self.graph.insert_slice((unit_vector, point));
+        self.graph
+            .insert_slice((&scaled_for_graph(unit_vector), point));
     }
 
     /// The approximately `n` nearest points, nearest first, with their clamped distances.
     pub(crate) fn search(&self, unit_query: &[f32], n: usize, ef: usize) -> Vec<PointNo> {
         self.graph
-            .search(unit_query, n, ef.max(n))
+            .search(&scaled_for_graph(unit_query), n, ef.max(n))
             .into_iter()
             .map(|neighbour| neighbour.d_id)
             .collect()
@@ -75,8 +84,11 @@ impl Segment {
         keep: &dyn Fn(PointNo) -> bool,
     ) -> Vec<PointNo> {
         let filter = PointFilter(keep);
+        // With a candidate list of one, the library can drop its only (unfiltered) entry point
+        // and then unwrap an empty heap; two or more always keep a candidate.
+        let ef = ef.max(n).max(2);
         self.graph
-            .search_filter(unit_query, n, ef.max(n), Some(&filter))
+            .search_filter(&scaled_for_graph(unit_query), n, ef, Some(&filter))
             .into_iter()
             .map(|neighbour| neighbour.d_id)
             .collect()
@@ -132,7 +144,7 @@ mod tests {
         let points: Vec<(PointNo, Vec<f32>)> = (0..50)
             .map(|i| (i, unit([1.0, i as f32 * 0.1, 0.5])))
             .collect();
-        let segment = Segment::build(&params(), &points);
+        let segment = Segment::build(&params(), points);
         assert_eq!(segment.len(), 50);
         let query = unit([1.0, 0.0, 0.5]);
         let odd = segment.search_filtered(&query, 5, 32, &|p| p % 2 == 1);

@@ -79,12 +79,11 @@ impl MemoryStore {
     /// Stores the entry, replacing any entry with the same id.
     pub fn put(&self, entry: StoredEntry) {
         let added = entry.size_bytes();
-        let old = self
-            .shard(entry.id)
-            .write()
-            .insert(entry.id, Arc::new(entry));
+        // The size is adjusted under the shard lock so that a concurrent replacement can never
+        // subtract an entry's size before it was added, which would wrap the counter.
+        let mut shard = self.shard(entry.id).write();
         self.size_bytes.fetch_add(added, Ordering::Relaxed);
-        if let Some(old) = old {
+        if let Some(old) = shard.insert(entry.id, Arc::new(entry)) {
             self.size_bytes
                 .fetch_sub(old.size_bytes(), Ordering::Relaxed);
         }
@@ -92,7 +91,8 @@ impl MemoryStore {
 
     /// Removes the entry and returns it, expired or not.
     pub fn remove(&self, id: EntryId) -> Option<Arc<StoredEntry>> {
-        let old = self.shard(id).write().remove(&id);
+        let mut shard = self.shard(id).write();
+        let old = shard.remove(&id);
         if let Some(old) = &old {
             self.size_bytes
                 .fetch_sub(old.size_bytes(), Ordering::Relaxed);
@@ -104,8 +104,9 @@ impl MemoryStore {
     pub fn purge_expired(&self, now_ms: u64) -> usize {
         let mut purged = 0;
         for shard in &self.shards {
+            let mut shard = shard.write();
             let mut freed_bytes = 0;
-            shard.write().retain(|_, entry| {
+            shard.retain(|_, entry| {
                 let expired = entry.is_expired(now_ms);
                 if expired {
                     purged += 1;

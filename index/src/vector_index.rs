@@ -25,6 +25,15 @@ pub struct Neighbor {
     pub similarity: f32,
 }
 
+/// One entry of [`VectorIndex::insert_batch`], with the meaning of `insert`'s arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub id: EntryId,
+    pub partition: u64,
+    pub vector: &'a [f32],
+    pub expires_at_ms: u64,
+}
+
 /// A snapshot of the index's size, for metrics and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IndexStats {
@@ -66,7 +75,35 @@ pub(crate) struct Shared {
     pub(crate) max_entries: Option<NonZeroUsize>,
     pub(crate) state: RwLock<State>,
     pub(crate) rebuilds_completed: AtomicU64,
-    rebuild_thread: Mutex<Option<JoinHandle<()>>>,
+    rebuild_thread: Mutex<RebuildThread>,
+}
+
+/// Lets a later write start a new rebuild thread if this one panics.
+struct MarkStoppedOnPanic<'a>(&'a Shared);
+
+impl Drop for MarkStoppedOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.rebuild_thread.lock().running = false;
+        }
+    }
+}
+
+/// The background rebuild thread, if one was started.
+#[derive(Default)]
+struct RebuildThread {
+    /// True from spawning until the thread, holding this mutex, found nothing left to do.
+    running: bool,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Shared {
+    fn wants_rebuild(&self) -> bool {
+        let tuning = &self.tuning;
+        self.state
+            .read()
+            .wants_rebuild(tuning.rebuild_dead_ratio, tuning.rebuild_min_points)
+    }
 }
 
 impl fmt::Debug for VectorIndex {
@@ -113,7 +150,7 @@ impl VectorIndex {
                 max_entries,
                 state: RwLock::new(State::new(params)),
                 rebuilds_completed: AtomicU64::new(0),
-                rebuild_thread: Mutex::new(None),
+                rebuild_thread: Mutex::new(RebuildThread::default()),
             }),
         }
     }
@@ -152,6 +189,41 @@ impl VectorIndex {
         // The graph synchronises itself, so the slow part runs without the index lock; the
         // entry is already searchable by exact scan, and by graph once this returns.
         growing.insert(point, &unit);
+        self.maybe_rebuild();
+        Ok(evicted)
+    }
+
+    /// Inserts many entries at once, building their graph links on all cores; meant for
+    /// filling the index at start-up (for example from Redis). Either every vector is valid
+    /// and all are inserted, or nothing changes. Later entries replace earlier ones with the
+    /// same id. Returns the ids evicted to stay within `max_entries`, which may include
+    /// entries of the batch when the batch alone exceeds it (never its last entry).
+    pub fn insert_batch(&self, batch: &[NewEntry<'_>]) -> Result<Vec<EntryId>> {
+        let dim = self.shared.params.dim;
+        let units = batch
+            .iter()
+            .map(|entry| normalized(entry.vector, dim))
+            .collect::<Result<Vec<_>>>()?;
+        let (points, growing, evicted) = {
+            let mut state = self.shared.state.write();
+            let mut points = Vec::with_capacity(batch.len());
+            let mut growing = None;
+            for (entry, unit) in batch.iter().zip(units) {
+                let (point, segment) =
+                    state.allocate(entry.id, entry.partition, &unit, entry.expires_at_ms);
+                points.push((point, unit));
+                growing = Some(segment);
+            }
+            let evicted = match (self.shared.max_entries, points.last()) {
+                (Some(max), Some(&(last, _))) => state.evict_over_quota(max.get(), last),
+                _ => Vec::new(),
+            };
+            (points, growing, evicted)
+        };
+        // All allocations happened under one lock hold, so they share one growing segment.
+        if let Some(growing) = growing {
+            growing.insert_many(points);
+        }
         self.maybe_rebuild();
         Ok(evicted)
     }
@@ -235,7 +307,7 @@ impl VectorIndex {
 
     /// Blocks until the background rebuild started last, if any, has finished.
     pub fn wait_for_rebuild(&self) {
-        let handle = self.shared.rebuild_thread.lock().take();
+        let handle = self.shared.rebuild_thread.lock().handle.take();
         if let Some(handle) = handle
             && handle.join().is_err()
         {
@@ -245,28 +317,37 @@ impl VectorIndex {
 
     /// Starts a background rebuild when tombstones have piled up and none is running.
     fn maybe_rebuild(&self) {
-        let tuning = &self.shared.tuning;
-        if !tuning.background_rebuild
-            || !self
-                .shared
-                .state
-                .read()
-                .wants_rebuild(tuning.rebuild_dead_ratio, tuning.rebuild_min_points)
-        {
+        if !self.shared.tuning.background_rebuild || !self.shared.wants_rebuild() {
             return;
         }
-        let mut slot = self.shared.rebuild_thread.lock();
-        if slot.as_ref().is_some_and(|handle| !handle.is_finished()) {
+        let mut thread = self.shared.rebuild_thread.lock();
+        if thread.running {
+            // The running thread checks again, under this mutex, before it exits.
             return;
         }
         let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
             .name("cachet-index-rebuild".to_owned())
             .spawn(move || {
-                compaction::rebuild(&shared);
+                let _unwinding = MarkStoppedOnPanic(&shared);
+                loop {
+                    compaction::rebuild(&shared);
+                    // Entries that died during the rebuild are tombstones in the new graph; if
+                    // they are already too many, go again. Deciding under the mutex means a
+                    // writer either sees this thread running or sees it gone and starts one.
+                    let mut thread = shared.rebuild_thread.lock();
+                    if !shared.wants_rebuild() {
+                        thread.running = false;
+                        break;
+                    }
+                }
             });
         match spawned {
-            Ok(handle) => *slot = Some(handle),
+            Ok(handle) => {
+                thread.running = true;
+                // A previous handle belongs to a thread that has finished its work.
+                thread.handle = Some(handle);
+            }
             Err(error) => tracing::warn!(%error, "failed to start vector index rebuild thread"),
         }
     }

@@ -34,6 +34,7 @@ fn tunings() -> Vec<(&'static str, IndexTuning)> {
             "graph",
             IndexTuning {
                 exact_search_max_points: 0,
+                graph_cost_per_ef: 0.0,
                 max_graph_ef: usize::MAX,
                 ..base
             },
@@ -42,6 +43,7 @@ fn tunings() -> Vec<(&'static str, IndexTuning)> {
             "filtered",
             IndexTuning {
                 exact_search_max_points: 0,
+                graph_cost_per_ef: 0.0,
                 max_graph_ef: 0,
                 exact_fallback_max_points: 0,
                 ..base
@@ -295,6 +297,7 @@ fn check_rebuild(index: &VectorIndex, rebuild: impl Fn(&VectorIndex)) {
 fn explicit_compaction_keeps_results_right() {
     let tuning = IndexTuning {
         exact_search_max_points: 0,
+        graph_cost_per_ef: 0.0,
         background_rebuild: false,
         rebuild_min_points: 100,
         ..IndexTuning::default()
@@ -319,16 +322,13 @@ fn explicit_compaction_keeps_results_right() {
 fn background_rebuild_starts_when_tombstones_pile_up() {
     let tuning = IndexTuning {
         exact_search_max_points: 0,
+        graph_cost_per_ef: 0.0,
         background_rebuild: true,
         rebuild_min_points: 100,
         ..IndexTuning::default()
     };
     let index = index_with(tuning, None);
-    check_rebuild(&index, |index| {
-        index.wait_for_rebuild();
-        // Removals after the first rebuild may have started another; let it finish too.
-        index.wait_for_rebuild();
-    });
+    check_rebuild(&index, |index| index.wait_for_rebuild());
 }
 
 #[test]
@@ -355,6 +355,7 @@ fn a_graph_whose_points_all_expired_is_dropped_without_rebuild() {
 fn concurrent_inserts_searches_and_removals_stay_consistent() {
     let tuning = IndexTuning {
         exact_search_max_points: 0,
+        graph_cost_per_ef: 0.0,
         rebuild_min_points: 200,
         ..IndexTuning::default()
     };
@@ -393,4 +394,69 @@ fn concurrent_inserts_searches_and_removals_stay_consistent() {
     let found = index.search(0, &random_vector(&mut rng), 50, 0).unwrap();
     assert_eq!(found.len(), 50);
     assert!(found.iter().all(|n| live.contains(&n.id)));
+}
+
+#[test]
+fn batch_insert_is_all_or_nothing_and_searchable() {
+    for (name, tuning) in tunings() {
+        let index = index_with(tuning, Some(150));
+        let mut rng = StdRng::seed_from_u64(8);
+        let vectors: Vec<Vec<f32>> = (0..200).map(|_| random_vector(&mut rng)).collect();
+        let mut batch: Vec<NewEntry<'_>> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewEntry {
+                id: i as EntryId,
+                partition: (i % 2) as u64,
+                vector: v,
+                expires_at_ms: 1_000 + i as u64,
+            })
+            .collect();
+        let short = [1.0; 3];
+        batch.push(NewEntry {
+            id: 999,
+            partition: 0,
+            vector: &short,
+            expires_at_ms: NEVER,
+        });
+        assert!(index.insert_batch(&batch).is_err(), "{name}");
+        assert!(
+            index.is_empty(),
+            "{name}: a bad vector rejects the whole batch"
+        );
+        batch.pop();
+        let evicted = index.insert_batch(&batch).unwrap();
+        assert_eq!(
+            evicted,
+            (0..50).collect::<Vec<EntryId>>(),
+            "{name}: soonest expiring"
+        );
+        assert_eq!(index.len(), 150, "{name}");
+        for i in [51usize, 120, 199] {
+            let found = index.search((i % 2) as u64, &vectors[i], 3, 0).unwrap();
+            assert_eq!(found[0].id, i as EntryId, "{name}");
+            assert!(found.iter().all(|n| n.id % 2 == (i % 2) as u64), "{name}");
+        }
+    }
+}
+
+#[test]
+fn filtered_search_with_the_narrowest_candidate_list_does_not_panic() {
+    let narrow = IndexParams {
+        ef_search: 1,
+        ..params()
+    };
+    let index = VectorIndex::with_tuning(narrow, None, tunings()[2].1).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    for id in 0..300u64 {
+        index
+            .insert(id, id % 30, &random_vector(&mut rng), NEVER)
+            .unwrap();
+    }
+    for partition in 0..30 {
+        let found = index
+            .search(partition, &random_vector(&mut rng), 1, 0)
+            .unwrap();
+        assert!(found.iter().all(|n| n.id % 30 == partition));
+    }
 }
