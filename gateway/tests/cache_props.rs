@@ -1,0 +1,151 @@
+//! Properties of the cache pipeline (plan → lookup → fill) under random questions, tenants and
+//! categories, with a deterministic bag-of-words embedding in place of the ONNX model: every
+//! semantic hit clears its category's threshold, no tenant ever hits another's entry, and every
+//! stored entry expires exactly one category TTL after it was stored.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+use cachet_embedder::{BatchOptions, EmbedBackend, Embedder};
+use cachet_gateway::cache::{Cache, HitKind};
+use cachet_gateway::request::{CacheRequest, Route};
+use cachet_policies::Config;
+use proptest::prelude::*;
+use serde_json::json;
+
+const DIM: usize = 64;
+
+/// Hashes each lower-cased word into one of `DIM` buckets: texts sharing words are similar.
+struct BagOfWords;
+
+impl EmbedBackend for BagOfWords {
+    fn embed_batch(&mut self, texts: &[&str]) -> cachet_embedder::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|text| {
+                let mut v = vec![0.0f32; DIM];
+                for word in text.split_whitespace() {
+                    let h = word
+                        .to_lowercase()
+                        .bytes()
+                        .fold(1469598103934665603u64, |h, b| {
+                            (h ^ u64::from(b)).wrapping_mul(1099511628211)
+                        });
+                    v[(h % DIM as u64) as usize] += 1.0;
+                }
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect())
+    }
+
+    fn dim(&self) -> usize {
+        DIM
+    }
+}
+
+const CONFIG: &str = r#"
+[categories.code]
+threshold = 0.8
+ttl = "2h"
+guards = []
+match.keywords = ["python"]
+
+[categories.general]
+threshold = 0.6
+ttl = "1d"
+guards = []
+"#;
+
+const WORDS: [&str; 12] = [
+    "python", "capital", "france", "bread", "bake", "river", "longest", "sort", "list", "how",
+    "what", "is",
+];
+
+fn question() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(WORDS.to_vec()), 2..6).prop_map(|w| w.join(" "))
+}
+
+fn headers(tenant: u8) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let key = format!("Bearer sk-tenant-{tenant}");
+    h.insert("authorization", HeaderValue::from_str(&key).expect("ascii"));
+    h
+}
+
+fn request(text: &str) -> CacheRequest {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+    CacheRequest::parse(Route::Chat, body.to_string().as_bytes()).expect("valid request")
+}
+
+fn answer(text: &str) -> serde_json::Value {
+    json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+}
+
+fn cache() -> Cache {
+    let config = Arc::new(Config::from_toml(CONFIG).expect("valid config"));
+    let embedder =
+        Embedder::with_backend(BagOfWords, BatchOptions::default()).expect("embedder starts");
+    Cache::new(config, embedder).expect("cache")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn hits_clear_the_threshold_and_stay_within_their_tenant(
+        stored in prop::collection::vec((question(), 0u8..3), 1..12),
+        queries in prop::collection::vec((question(), 0u8..3), 1..12),
+    ) {
+        runtime().block_on(async {
+            let cache = cache();
+            for (text, tenant) in &stored {
+                let req = request(text);
+                let plan = cache.plan(&req, &headers(*tenant));
+                cache.fill(&req, &plan, None, answer(&format!("{tenant}:{text}"))).await;
+            }
+            for (text, tenant) in &queries {
+                let req = request(text);
+                let plan = cache.plan(&req, &headers(*tenant));
+                let Some(hit) = cache.lookup(&req, &plan).await.hit else { continue };
+                let served = hit.answer.response["choices"][0]["message"]["content"].as_str().unwrap_or("").to_owned();
+                let (owner, question) = served.split_once(':').expect("answer names its tenant");
+                prop_assert_eq!(owner, tenant.to_string(), "served another tenant's answer");
+                let threshold = cache.config().category(&plan.category).expect("category").threshold.get();
+                prop_assert!(hit.similarity >= threshold, "similarity {} < {}", hit.similarity, threshold);
+                if hit.kind == HitKind::Exact {
+                    prop_assert_eq!(question, text.as_str());
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn every_entry_expires_one_category_ttl_after_it_is_stored(
+        stored in prop::collection::vec((question(), 0u8..3), 1..12),
+    ) {
+        runtime().block_on(async {
+            let cache = cache();
+            for (text, tenant) in &stored {
+                let req = request(text);
+                let plan = cache.plan(&req, &headers(*tenant));
+                cache.fill(&req, &plan, None, answer(text)).await;
+                let entry = cache.store().get(plan.key.entry_id(), 0).expect("stored");
+                let ttl = cache.config().category(&plan.category).expect("category").ttl;
+                prop_assert_eq!(entry.category.as_str(), plan.category.as_str());
+                prop_assert_eq!(u128::from(entry.expires_at_ms - entry.created_at_ms), ttl.as_millis());
+            }
+            Ok(())
+        })?;
+    }
+}
