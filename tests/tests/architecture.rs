@@ -10,11 +10,21 @@ use std::process::Command;
 fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&output.stdout).expect("metadata is json");
     let mut out = BTreeMap::new();
     for package in meta["packages"].as_array().expect("packages") {
@@ -31,14 +41,26 @@ fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn ours(deps: &BTreeSet<String>) -> BTreeSet<&str> {
-    deps.iter().map(String::as_str).filter(|d| d.starts_with("cachet-")).collect()
+    deps.iter()
+        .map(String::as_str)
+        .filter(|d| d.starts_with("cachet-"))
+        .collect()
 }
 
 #[test]
 fn dependency_direction_between_our_crates() {
     let deps = workspace_deps();
-    for leaf in ["cachet-policies", "cachet-embedder", "cachet-index", "cachet-engine"] {
-        assert_eq!(ours(&deps[leaf]), BTreeSet::new(), "{leaf} must depend on none of our crates");
+    for leaf in [
+        "cachet-policies",
+        "cachet-embedder",
+        "cachet-index",
+        "cachet-engine",
+    ] {
+        assert_eq!(
+            ours(&deps[leaf]),
+            BTreeSet::new(),
+            "{leaf} must depend on none of our crates"
+        );
     }
     assert_eq!(
         ours(&deps["cachet-gateway"]),
@@ -60,14 +82,25 @@ fn each_outside_system_is_known_to_one_crate() {
         ("hyper", &["cachet-gateway", "cachet-engine"]),
         ("reqwest", &["cachet-gateway"]),
         ("tower-http", &["cachet-gateway", "cachet-engine"]),
-        ("tokio", &["cachet-gateway", "cachet-engine", "cachet-embedder", "cachet-index"]),
+        (
+            "tokio",
+            &[
+                "cachet-gateway",
+                "cachet-engine",
+                "cachet-embedder",
+                "cachet-index",
+            ],
+        ),
     ];
     for (dependency, allowed) in owners {
         for (krate, krate_deps) in &deps {
             if krate == "cachet-tests" || allowed.contains(&krate.as_str()) {
                 continue;
             }
-            assert!(!krate_deps.contains(dependency), "{krate} must not depend on {dependency}");
+            assert!(
+                !krate_deps.contains(dependency),
+                "{krate} must not depend on {dependency}"
+            );
         }
     }
 }
