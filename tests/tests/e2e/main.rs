@@ -12,6 +12,7 @@ mod cache_flow;
 mod category_policies;
 mod cli;
 mod concurrency;
+mod hit_guards;
 mod http_surface;
 mod paraphrases;
 mod sdk_upstream;

@@ -6,9 +6,12 @@ use cachet_tests::paths::{repo_root, require_model_assets};
 
 use crate::support::*;
 
-/// Paraphrases keep a margin above the default `general` threshold of 0.90.
+/// Paraphrases clear any threshold up to this.
 const PARAPHRASE_MIN: f32 = 0.95;
-const UNRELATED_MAX: f32 = 0.80;
+/// Unrelated questions stay below the default `general` threshold (0.55) with a margin.
+const UNRELATED_MAX: f32 = 0.45;
+/// Look-alikes are this close: no threshold tells them apart, only the hit guards.
+const LOOK_ALIKE_MIN: f32 = 0.90;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -49,16 +52,17 @@ fn paraphrases_clear_the_threshold_and_the_rest_stay_well_below() {
             "{question:?} ~ {paraphrase:?}: {score}"
         );
     }
-    for (a, b) in [
-        (FRANCE, GERMANY),
-        (SOURDOUGH, EVEREST),
-        (SOURDOUGH, FRANCE),
-        (SOURDOUGH, PHOTOSYNTHESIS),
-        (SOURDOUGH, BOILING),
-        (EVEREST, FRANCE),
-        (EVEREST, BOILING),
-    ] {
+    let unrelated = [EVEREST, FRANCE, PHOTOSYNTHESIS, BOILING, SOURDOUGH];
+    for (i, a) in unrelated.iter().enumerate() {
+        for b in &unrelated[i + 1..] {
+            let score = similarity(a, b);
+            assert!(score <= UNRELATED_MAX, "{a:?} ~ {b:?}: {score}");
+        }
+    }
+    let score = similarity(FRANCE, GERMANY);
+    assert!(score > 0.55, "{FRANCE:?} ~ {GERMANY:?}: {score}");
+    for (a, b, _) in LOOK_ALIKES {
         let score = similarity(a, b);
-        assert!(score <= UNRELATED_MAX, "{a:?} ~ {b:?}: {score}");
+        assert!(score >= LOOK_ALIKE_MIN, "{a:?} ~ {b:?}: {score}");
     }
 }

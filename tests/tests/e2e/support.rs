@@ -7,16 +7,19 @@ use std::time::{Duration, Instant};
 use cachet_tests::{ChatCall, Gateway, GatewayConfig, OpenAiPy, ScriptedUpstream};
 use serde_json::Value;
 
-/// Questions and paraphrases whose all-MiniLM-L6-v2 (int8) cosine similarity is far above
-/// the default `general` threshold of 0.90 (measured with the fetch script's reference recipe:
-/// mean pooling over the attention mask, L2 normalisation).
+/// Questions and paraphrases, with their all-MiniLM-L6-v2 (int8) cosine similarity measured
+/// with the fetch script's reference recipe (mean pooling over the attention mask, L2
+/// normalisation). Paraphrases are ≥ 0.95, so they clear any threshold up to that; unrelated
+/// questions are ≤ 0.40, below the default `general` threshold of 0.55
+/// (`paraphrases.rs` checks both with the project's embedder).
 pub const EVEREST: &str = "How tall is Mount Everest?";
 /// Cosine 0.975 to [`EVEREST`].
 pub const EVEREST_PARAPHRASE: &str = "What is the height of Mount Everest?";
 pub const FRANCE: &str = "What is the capital of France?";
 /// Cosine 0.962 to [`FRANCE`].
 pub const FRANCE_PARAPHRASE: &str = "What is the capital city of France?";
-/// Cosine 0.661 to [`FRANCE`]: close in wording, different answer; must miss.
+/// Cosine 0.661 to [`FRANCE`]: close in wording, different answer; above the default
+/// threshold, so only the entity hit guard keeps it from being served France's answer.
 pub const GERMANY: &str = "What is the capital of Germany?";
 pub const PHOTOSYNTHESIS: &str = "Explain photosynthesis in simple terms.";
 /// Cosine 0.979 to [`PHOTOSYNTHESIS`].
@@ -24,11 +27,46 @@ pub const PHOTOSYNTHESIS_PARAPHRASE: &str = "Can you explain photosynthesis in s
 pub const BOILING: &str = "What is the boiling point of water at sea level?";
 /// Cosine 0.991 to [`BOILING`].
 pub const BOILING_PARAPHRASE: &str = "At sea level, what is the boiling point of water?";
-/// Cosine ≤ 0.10 to all of the above.
+/// Cosine ≤ 0.11 to all of the above.
 pub const SOURDOUGH: &str = "How do I bake sourdough bread at home?";
 
 /// Longest wait for the gateway to store an answer it has sent.
 const FILL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Look-alike questions whose answers differ: cosine ≥ 0.90 (all far above the default
+/// threshold), told apart only by the hit guard named third.
+pub const LOOK_ALIKES: [(&str, &str, &str); 6] = [
+    (
+        "Is coffee good for your health?",
+        "Is coffee not good for your health?",
+        "negation",
+    ),
+    (
+        "What is the best way to store fresh basil?",
+        "What is the worst way to store fresh basil?",
+        "antonyms",
+    ),
+    (
+        "How long should I boil an egg for a soft yolk?",
+        "How long should I boil an egg for a hard yolk?",
+        "contrast",
+    ),
+    (
+        "How do I convert Celsius to Fahrenheit?",
+        "How do I convert Fahrenheit to Celsius?",
+        "roles",
+    ),
+    (
+        "How many calories are in one apple?",
+        "How many calories are in two apples?",
+        "numbers",
+    ),
+    (
+        "How do I convert 5 miles to kilometers?",
+        "How do I convert 50 miles to kilometers?",
+        "numbers",
+    ),
+];
 
 pub const KEY_A: &str = "sk-tenant-a";
 pub const KEY_B: &str = "sk-tenant-b";
