@@ -58,8 +58,10 @@ mod tests {
     }
 
     fn check(threshold: f64, similarity: f32, a: &str, b: &str, expected: Option<&str>) {
-        let config = Config::from_toml(&format!("[categories.general]\nthreshold = {threshold}\n"))
-            .expect("valid");
+        let config = Config::from_toml(&format!(
+            "[categories.general]\nthreshold = {threshold:?}\n"
+        ))
+        .expect("valid");
         let category = config.category("general").expect("general");
         let (a, b) = (view(a), view(b));
         let candidate = Candidate {
@@ -70,6 +72,26 @@ mod tests {
         };
         let got = judge(category, &candidate, &ContextSettings::default()).err();
         assert_eq!(got.as_ref().map(|r| r.guard), expected, "{got:?}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_hit_is_at_or_above_the_threshold(
+            threshold in 0.0f64..=1.0,
+            similarity in -1.0f32..=1.0,
+            a in "[A-Za-z0-9 ,.?']{1,40}",
+            b in "[A-Za-z0-9 ,.?']{1,40}",
+        ) {
+            let config =
+                Config::from_toml(&format!("[categories.general]\nthreshold = {threshold:?}\n"))
+                    .expect("valid");
+            let category = config.category("general").expect("general");
+            let (a, b) = (view(&a), view(&b));
+            let candidate = Candidate { cached: &a, query: &b, similarity, topic_similarity: None };
+            if judge(category, &candidate, &ContextSettings::default()).is_ok() {
+                proptest::prop_assert!(similarity >= category.threshold.get());
+            }
+        }
     }
 
     #[test]
