@@ -13,7 +13,7 @@ fn identical_concurrent_misses_reach_the_upstream_once() {
     // The first answer takes long enough for the second request to arrive meanwhile. Should
     // it arrive later anyway, it is an exact hit and the assertions hold all the same.
     stack.upstream.push(Reply::Delayed(
-        Duration::from_secs(2),
+        Duration::from_secs(3),
         Box::new(Reply::Echo),
     ));
     let barrier = Arc::new(Barrier::new(2));
