@@ -130,8 +130,16 @@ pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Healthy while the worker thread answers; a supervisor restarts the engine otherwise.
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.engine.stats().await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "engine worker stopped"})),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
