@@ -2,7 +2,7 @@
 //! policy (a fresh cache per pair: store `a`, look up `b`) and reports how many should-hits
 //! are served and how many traps get a wrong answer, per category and overall.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,6 +149,32 @@ pub fn load_conversations(path: &Path) -> Result<Vec<EvalRow>, EvalError> {
         .collect())
 }
 
+/// The embedder with a memory of texts already embedded, so that a threshold sweep embeds
+/// every text once. Lookup times are taken on the first, uncached pass.
+#[derive(Debug)]
+pub struct EmbedMemo<'e> {
+    embedder: &'e Embedder,
+    seen: HashMap<String, Vec<f32>>,
+}
+
+impl<'e> EmbedMemo<'e> {
+    pub fn new(embedder: &'e Embedder) -> Self {
+        Self {
+            embedder,
+            seen: HashMap::new(),
+        }
+    }
+
+    async fn embed(&mut self, text: &str) -> Result<Vec<f32>, EvalError> {
+        if let Some(v) = self.seen.get(text) {
+            return Ok(v.clone());
+        }
+        let v = self.embedder.embed(text).await?;
+        self.seen.insert(text.to_owned(), v.clone());
+        Ok(v)
+    }
+}
+
 /// What the lookup of one row found.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -188,7 +214,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// category's threshold when given (for sweeps).
 pub async fn lookup_pair(
     config: &Config,
-    embedder: &Embedder,
+    embedder: &mut EmbedMemo<'_>,
     row: &EvalRow,
     threshold: Option<f32>,
 ) -> Result<Outcome, EvalError> {
@@ -301,6 +327,8 @@ pub async fn evaluate(
     sweep: bool,
 ) -> Result<Report, EvalError> {
     let mut report = Report::default();
+    let mut memo = EmbedMemo::new(embedder);
+    let embedder = &mut memo;
     for row in rows {
         let outcome = lookup_pair(config, embedder, row, None).await?;
         report.overall.add(row.should_hit, outcome.hit);
