@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 pub use answers::{base64_f32, fake_embedding};
 pub use routes::MODELS;
-pub use script::{RecordedRequest, Reply};
+pub use script::{Gate, RecordedRequest, Reply};
 
 use crate::{Error, Result};
 use script::Script;

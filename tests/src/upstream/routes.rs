@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::answers::{self, Answer, Api};
-use super::script::{RecordedRequest, Reply, Script};
+use super::script::{Gate, RecordedRequest, Reply, Script};
 use crate::sse;
 
 /// The models `/v1/models` lists.
@@ -177,6 +177,17 @@ async fn respond(
         } => (text, Some(finish_reason), false),
         Reply::Cut(text) => (text, None, true),
         Reply::Unfinished(text) => (text, None, false),
+        Reply::Gated {
+            before,
+            after,
+            gate,
+        } => {
+            if !stream {
+                gate.passed().await;
+                return axum::Json(answer.body(&(before + &after), Some("stop"))).into_response();
+            }
+            return gated_stream(answer, &before, &after, gate, usage);
+        }
     };
     if !stream {
         let body = answer.body(&text, finish_reason.as_deref());
@@ -203,6 +214,30 @@ async fn respond(
             Ok::<_, Infallible>(event)
         })
         .boxed();
+    sse_response(Body::from_stream(body))
+}
+
+/// `before`'s chunks, a wait at the gate, then `after`'s chunks, `stop` and `[DONE]`.
+fn gated_stream(answer: &Answer, before: &str, after: &str, gate: Gate, usage: bool) -> Response {
+    let event = |chunk: &Value| Ok::<_, Infallible>(Bytes::from(sse::event(&chunk.to_string())));
+    let first: Vec<_> = answer
+        .chunks(before, None, false)
+        .iter()
+        .map(event)
+        .collect();
+    let mut rest: Vec<_> = answer
+        .chunks(after, Some("stop"), usage)
+        .iter()
+        // The role chunk was sent with `before`.
+        .skip(usize::from(answer.api == Api::Chat))
+        .map(event)
+        .collect();
+    rest.push(Ok(Bytes::from(sse::event("[DONE]"))));
+    let wait = futures::stream::once(async move { gate.passed().await })
+        .filter_map(|()| async { None::<Result<Bytes, Infallible>> });
+    let body = futures::stream::iter(first)
+        .chain(wait)
+        .chain(futures::stream::iter(rest));
     sse_response(Body::from_stream(body))
 }
 

@@ -1,7 +1,10 @@
 //! What the scripted upstream answers, and what it saw.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use serde_json::Value;
 
@@ -28,6 +31,14 @@ pub enum Reply {
     Cut(String),
     /// A stream that ends cleanly with `[DONE]` but never sends a `finish_reason`.
     Unfinished(String),
+    /// A stream that sends `before`, then waits until the test opens `gate`, then sends
+    /// `after` and finishes with `stop` (a plain answer waits for the gate first). A client
+    /// that sees `before` while the gate is closed proves the stream is relayed as it arrives.
+    Gated {
+        before: String,
+        after: String,
+        gate: Gate,
+    },
     /// The inner reply after a pause; a streamed reply also pauses this long between chunks
     /// (for requests that must overlap).
     Delayed(Duration, Box<Reply>),
@@ -52,6 +63,40 @@ impl Reply {
             kind: "server_error".into(),
             code: None,
         }
+    }
+}
+
+/// A gate a scripted reply waits at until the test opens it.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self(Arc::new(Semaphore::new(0)))
+    }
+
+    /// Opens the gate for good.
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    /// Waits until the gate is open.
+    pub(crate) async fn passed(&self) {
+        // A closed semaphore fails every acquire at once: that is the open gate.
+        let _ = self.0.acquire().await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

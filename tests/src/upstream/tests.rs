@@ -219,3 +219,38 @@ fn drop_stops_serving() {
     drop(upstream);
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[tokio::test]
+async fn a_gated_stream_sends_its_first_part_before_the_gate_opens() {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let gate = Gate::new();
+    upstream.push(Reply::Gated {
+        before: "first part ".into(),
+        after: "second part".into(),
+        gate: gate.clone(),
+    });
+    let mut response = post(&upstream, CHAT_PATH, &chat_body("q", true)).await;
+    let mut seen = String::new();
+    while !seen.contains("first ") {
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the first part arrives");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("second"), "{seen}");
+    gate.open();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events = sse::parse(&seen);
+    assert_eq!(sse::streamed_text(&events), "first part second part");
+    assert_eq!(sse::finish_reason(&events).as_deref(), Some("stop"));
+    assert_eq!(events.last(), Some(&SseData::Done));
+    let roles = events
+        .iter()
+        .filter(|e| matches!(e, SseData::Json(c) if c.pointer("/choices/0/delta/role").is_some()))
+        .count();
+    assert_eq!(roles, 1);
+}

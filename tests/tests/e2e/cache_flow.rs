@@ -1,8 +1,10 @@
 //! The cache's main path through the SDK: miss, exact hit, semantic hit, unrelated miss;
 //! streamed and not, in every combination; the completions API.
 
-use cachet_tests::ChatCall;
-use cachet_tests::upstream::{CHAT_PATH, COMPLETIONS_PATH};
+use std::time::Duration;
+
+use cachet_tests::upstream::{CHAT_PATH, COMPLETIONS_PATH, Gate};
+use cachet_tests::{ChatCall, Reply};
 
 use crate::support::*;
 
@@ -194,4 +196,45 @@ fn the_completions_api_caches_plain_and_streamed() {
     );
     assert_eq!(stack.upstream.calls(COMPLETIONS_PATH), 1);
     assert_eq!(stack.upstream.calls(CHAT_PATH), 1);
+}
+
+#[test]
+fn a_streamed_miss_is_relayed_as_it_arrives() {
+    let mut stack = Stack::start();
+    let gate = Gate::new();
+    stack.upstream.push(Reply::Gated {
+        before: "Mount Everest is ".into(),
+        after: "8,849 metres tall.".into(),
+        gate: gate.clone(),
+    });
+    let body = serde_json::json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content": EVEREST}],
+        "stream": true,
+    });
+    // The upstream holds the rest of its answer until the client has seen the first part:
+    // a gateway that buffered the stream would show nothing before the gate opens.
+    let (response, early) = stack.raw().post_watching(
+        "/v1/chat/completions",
+        KEY_A,
+        body.to_string(),
+        "Everest",
+        Duration::from_secs(30),
+        || gate.open(),
+    );
+    assert!(
+        early,
+        "the first chunks were held back until the upstream finished: {response:?}"
+    );
+    assert_eq!(response.header("x-cachet-cache"), Some("miss"));
+    let events = cachet_tests::sse::parse(&response.body);
+    assert_eq!(
+        cachet_tests::sse::streamed_text(&events),
+        "Mount Everest is 8,849 metres tall."
+    );
+    // The whole answer, not the part seen first, is what gets stored.
+    stack.wait_for_fills(1.0, &response);
+    let hit = stack.chat(&ChatCall::new(EVEREST));
+    assert_eq!(hit.cache(), Some("hit-exact"), "{hit:#?}");
+    assert_eq!(hit.text(), "Mount Everest is 8,849 metres tall.");
 }

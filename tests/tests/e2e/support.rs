@@ -141,12 +141,13 @@ impl Stack {
             .sum()
     }
 
-    fn wait_for_fills(&self, count: f64, outcome: &cachet_tests::CallOutcome) {
+    /// Waits until `cachet_fills_total` reaches `count`; `context` is shown if it doesn't.
+    pub fn wait_for_fills(&self, count: f64, context: &dyn std::fmt::Debug) {
         let deadline = Instant::now() + FILL_TIMEOUT;
         while self.fills() < count {
             assert!(
                 Instant::now() < deadline,
-                "the answer was not stored within {FILL_TIMEOUT:?}: {outcome:#?}"
+                "the answer was not stored within {FILL_TIMEOUT:?}: {context:#?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -243,17 +244,66 @@ impl Raw {
         )
     }
 
+    /// POSTs `body` and reads the answer as it arrives. Once the body so far contains `marker`
+    /// (or `patience` passed without it), calls `then` and reads the rest. Returns the response
+    /// and whether the marker arrived before `then` was called.
+    pub fn post_watching(
+        &self,
+        path: &str,
+        key: &str,
+        body: String,
+        marker: &str,
+        patience: Duration,
+        then: impl FnOnce(),
+    ) -> (RawResponse, bool) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body);
+        self.runtime.block_on(async {
+            let mut response = request.send().await.expect("http request");
+            let status = response.status().as_u16();
+            let headers = header_map(response.headers());
+            let mut received = Vec::new();
+            let mut body_error = None;
+            let deadline = tokio::time::Instant::now() + patience;
+            let mut marker_seen = false;
+            while !marker_seen {
+                match tokio::time::timeout_at(deadline, response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => received.extend_from_slice(&chunk),
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(err)) => {
+                        body_error = Some(format!("{err:?}"));
+                        break;
+                    }
+                }
+                marker_seen = String::from_utf8_lossy(&received).contains(marker);
+            }
+            then();
+            while body_error.is_none() {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+                    Ok(None) => break,
+                    Err(err) => body_error = Some(format!("{err:?}")),
+                }
+            }
+            let response = RawResponse {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&received).into_owned(),
+                body_error,
+            };
+            (response, marker_seen)
+        })
+    }
+
     fn send(&self, request: reqwest::RequestBuilder) -> RawResponse {
         self.runtime.block_on(async {
             let response = request.send().await.expect("http request");
             let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| {
-                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-                })
-                .collect();
+            let headers = header_map(response.headers());
             let (body, body_error) = match response.bytes().await {
                 Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
                 Err(err) => (String::new(), Some(format!("{err:?}"))),
@@ -266,6 +316,15 @@ impl Raw {
             }
         })
     }
+}
+
+fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
 }
 
 /// Samples of a Prometheus text exposition: `name{labels}` → value.
