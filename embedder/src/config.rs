@@ -94,8 +94,11 @@ impl EmbedderConfig {
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 /// Default largest batch.
 pub const DEFAULT_MAX_BATCH: usize = 64;
-/// Default wait for a batch to fill: short, since a lone request should not pay for it.
-pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(1);
+/// Default wait for a batch to fill: none.
+///
+/// One model run takes milliseconds, and requests that arrive meanwhile queue up and are
+/// drained into the next batch anyway; an extra wait would only add latency to lone requests.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::ZERO;
 
 /// How the worker forms batches out of queued requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,10 +32,12 @@ pub struct OrtBackend {
 
 /// Default cap on `rows × padded length` of one model run.
 ///
-/// Activation memory grows with it (attention alone is `rows × 12 heads × seq²` floats): one
-/// run of 64 texts of 256 tokens took the benchmark's peak RSS from 0.4 to 3.1 GiB. At 4096
-/// tokens a run already keeps the CPU busy for long enough that splitting costs nothing.
-pub const DEFAULT_MAX_PADDED_TOKENS_PER_RUN: usize = 4096;
+/// Activation memory grows with it (attention alone is `rows × 12 heads × seq²` floats). In
+/// embed_bench, 64 mixed texts of up to 256 tokens peaked at 3.1 GiB RSS as one run, 1.1 GiB
+/// with a 4096-token cap, 0.74 GiB with 2048 and 0.51 GiB with 1024 (two sessions loaded). A
+/// 2048-token run still keeps a CPU busy long enough that splitting costs little; on a GPU a
+/// larger cap may pay off (`set_max_padded_tokens_per_run`).
+pub const DEFAULT_MAX_PADDED_TOKENS_PER_RUN: usize = 2048;
 
 impl OrtBackend {
     /// Loads ONNX Runtime (once per process), the tokenizer and the model, and runs one warm-up
