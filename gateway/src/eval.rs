@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use cachet_embedder::{Device, Embedder, EmbedderConfig};
 use cachet_policies::{
-    Candidate, Category, Config, ContextSettings, ConversationView, DeviceSpec, Message,
-    RequestFacts, conversation_view, judge,
+    Candidate, Category, Config, ConversationView, DeviceSpec, Message, RequestFacts,
+    conversation_view, judge,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -268,7 +268,7 @@ pub async fn lookup_pair(
         similarity,
         topic_similarity,
     };
-    let verdict = judge(&category, &candidate, &ContextSettings::default());
+    let verdict = judge(&category, &candidate, &category.context);
     let lookup_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Outcome {
         hit: verdict.is_ok(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::error::{Error, Problem, Result};
+use crate::context::ContextSettings;
 use crate::guards::{Guard, GuardSet};
 use crate::raw::{RawCategory, RawConfig, RawMatch};
 
@@ -142,6 +143,8 @@ pub struct Category {
     pub max_temperature: Option<f32>,
     /// Hit guards run on every semantic candidate above the threshold.
     pub guards: GuardSet,
+    /// How the context of a multi-turn request is matched.
+    pub context: ContextSettings,
     pub rules: MatchRules,
 }
 
@@ -417,6 +420,7 @@ impl Category {
             shared: false,
             max_temperature: None,
             guards: GuardSet::all(),
+            context: ContextSettings::default(),
             rules: MatchRules::default(),
         }
     }
@@ -475,9 +479,31 @@ fn validate_category(c: &mut Checker, name: &str, raw: &RawCategory) -> Category
             })
             .collect(),
     };
+    let defaults = ContextSettings::default();
+    let mut fraction = |field: &str, value: Option<f64>, default: f32| match value {
+        None => default,
+        Some(v) if (0.0..=1.0).contains(&v) => v as f32,
+        Some(v) => {
+            c.report(at(field), format!("{v} is not between 0 and 1"));
+            default
+        }
+    };
+    let context = ContextSettings {
+        topic_threshold: fraction(
+            "context_topic_threshold",
+            raw.context_topic_threshold,
+            defaults.topic_threshold,
+        ),
+        turn_overlap: fraction(
+            "context_turn_overlap",
+            raw.context_turn_overlap,
+            defaults.turn_overlap,
+        ),
+    };
     Category {
         name: name.to_owned(),
         guards,
+        context,
         threshold,
         ttl,
         max_entries,

@@ -88,6 +88,8 @@ pub(crate) struct RawCategory {
     pub shared: Option<bool>,
     pub max_temperature: Option<f64>,
     pub guards: Option<Vec<String>>,
+    pub context_topic_threshold: Option<f64>,
+    pub context_turn_overlap: Option<f64>,
     #[serde(rename = "match")]
     pub rules: RawMatch,
 }

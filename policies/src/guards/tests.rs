@@ -270,3 +270,18 @@ fn categories_name_their_guards_and_unknown_names_are_reported() {
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["categories.general.guards[1]"]);
 }
+
+#[test]
+fn categories_set_their_context_matching() {
+    let config = crate::Config::from_toml(
+        "[categories.general]\ncontext_topic_threshold = 0.7\ncontext_turn_overlap = 0.4\n",
+    )
+    .expect("valid");
+    let general = config.category("general").expect("general");
+    assert_eq!(general.context.topic_threshold, 0.7);
+    assert_eq!(general.context.turn_overlap, 0.4);
+    let err = crate::Config::from_toml("[categories.general]\ncontext_topic_threshold = 1.5\n")
+        .expect_err("out of range");
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["categories.general.context_topic_threshold"]);
+}
