@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CACHE_CONTROL;
 use cachet_embedder::Embedder;
 use cachet_index::{IndexParams, MemoryStore, StoredEntry, VectorIndex};
-use cachet_policies::{Candidate, Category, Config, ContextSettings, RequestFacts, judge};
+use cachet_policies::{Candidate, Category, Config, RequestFacts, judge};
 use serde_json::Value;
 
 use crate::answer::CachedAnswer;
@@ -209,7 +209,7 @@ impl Cache {
                 similarity: neighbour.similarity,
                 topic_similarity,
             };
-            if let Err(refusal) = judge(category, &candidate, &ContextSettings::default()) {
+            if let Err(refusal) = judge(category, &candidate, &category.context) {
                 tracing::debug!(
                     similarity = neighbour.similarity,
                     cached = cached_view.lookup_text,
@@ -225,9 +225,15 @@ impl Cache {
                 cached = cached_view.lookup_text,
                 "semantic hit"
             );
+            // The neighbour can be this request's own entry, stored after its exact lookup ran.
+            let kind = if answer.key == plan.key.to_hex() {
+                HitKind::Exact
+            } else {
+                HitKind::Semantic
+            };
             return Lookup {
                 hit: Some(Hit {
-                    kind: HitKind::Semantic,
+                    kind,
                     similarity: neighbour.similarity,
                     answer,
                 }),

@@ -129,15 +129,15 @@ impl Miss {
         let route = request.route;
         // The entry may have been stored between this request's lookup and its flight: a
         // flight lands only after its answer is stored, so this check closes that window.
-        if plan.lookup {
-            if let Some(answer) = state.cache().peek_exact(&plan) {
-                let events = replay_bytes(route, &request, &answer);
-                flight.set_head(Ok((StatusCode::OK, events.0, Some("hit-exact"))));
-                flight.push(events.1);
-                flight.finish(true);
-                state.flights.land(&key);
-                return;
-            }
+        if plan.lookup
+            && let Some(answer) = state.cache().peek_exact(&plan)
+        {
+            let events = replay_bytes(route, &request, &answer);
+            flight.set_head(Ok((StatusCode::OK, events.0, Some("hit-exact"))));
+            flight.push(events.1);
+            flight.finish(true);
+            state.flights.land(&key);
+            return;
         }
         let upstream = match state
             .upstream
@@ -243,10 +243,10 @@ fn decorate(headers: &mut HeaderMap, plan: &Plan, label: &'static str, similarit
     if let Ok(category) = HeaderValue::from_str(&plan.category) {
         headers.insert("x-cachet-category", category);
     }
-    if let Some(similarity) = similarity {
-        if let Ok(value) = HeaderValue::from_str(&format!("{similarity:.4}")) {
-            headers.insert("x-cachet-similarity", value);
-        }
+    if let Some(similarity) = similarity
+        && let Ok(value) = HeaderValue::from_str(&format!("{similarity:.4}"))
+    {
+        headers.insert("x-cachet-similarity", value);
     }
     if let Some(reason) = plan.bypass {
         headers.insert("x-cachet-bypass", HeaderValue::from_static(reason));

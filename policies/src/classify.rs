@@ -28,13 +28,13 @@ impl Config {
     /// The explicitly named category if it exists, else the first category (in file order)
     /// whose rules all match, else the default category.
     pub fn classify<'c>(&'c self, facts: &RequestFacts<'_>) -> Classification<'c> {
-        if let Some(name) = (facts.header)(CATEGORY_HEADER) {
-            if let Some(category) = self.category(name.trim()) {
-                return Classification {
-                    category,
-                    reason: "header",
-                };
-            }
+        if let Some(name) = (facts.header)(CATEGORY_HEADER)
+            && let Some(category) = self.category(name.trim())
+        {
+            return Classification {
+                category,
+                reason: "header",
+            };
         }
         let matched = self
             .categories

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use crate::error::{Error, Problem, Result};
 use crate::context::ContextSettings;
+use crate::error::{Error, Problem, Result};
 use crate::guards::{Guard, GuardSet};
 use crate::raw::{RawCategory, RawConfig, RawMatch};
 
@@ -42,10 +42,10 @@ impl FromStr for DeviceSpec {
         if s == "cpu" {
             return Ok(Self::Cpu);
         }
-        if let Some(ordinal) = s.strip_prefix("cuda:") {
-            if let Ok(ordinal) = ordinal.parse() {
-                return Ok(Self::Cuda(ordinal));
-            }
+        if let Some(ordinal) = s.strip_prefix("cuda:")
+            && let Ok(ordinal) = ordinal.parse()
+        {
+            return Ok(Self::Cuda(ordinal));
         }
         Err(format!(
             "{s:?} is not a device (expected \"cpu\" or \"cuda:N\")"
