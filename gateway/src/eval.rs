@@ -440,7 +440,9 @@ impl Report {
     }
 }
 
-fn embedder_config(config: &Config) -> EmbedderConfig {
+/// The embedder's start-up settings from the config's `[embedder]` section; `cachet serve`
+/// and `cachet eval` start the same embedder.
+pub fn embedder_config(config: &Config) -> EmbedderConfig {
     let e = &config.embedder;
     let mut out = EmbedderConfig::new(e.model.clone(), e.tokenizer.clone(), e.onnxruntime.clone());
     out.device = match e.device {

@@ -20,10 +20,7 @@ impl Tenant {
             .filter(|k| !k.is_empty());
         match key {
             Some(key) => {
-                let digest = Sha256::new()
-                    .chain_update(b"cachet-tenant\0")
-                    .chain_update(key)
-                    .finalize();
+                let digest = digest(b"cachet-tenant", &[key]);
                 Self(hex::encode(&digest[..12]))
             }
             None => Self("anonymous".to_owned()),
@@ -40,23 +37,27 @@ impl Tenant {
     }
 }
 
+/// SHA-256 of a domain tag and NUL-separated parts.
+fn digest(domain: &[u8], parts: &[&str]) -> [u8; 32] {
+    let mut hasher = Sha256::new().chain_update(domain);
+    for part in parts {
+        hasher.update(b"\0");
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
 /// The exact-match key of a request: everything that changes its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExactKey([u8; 32]);
 
 impl ExactKey {
     pub fn new(tenant: &Tenant, category: &str, request: &CacheRequest) -> Self {
-        let digest = Sha256::new()
-            .chain_update(b"cachet-exact-v1\0")
-            .chain_update(tenant.as_str())
-            .chain_update(b"\0")
-            .chain_update(category)
-            .chain_update(b"\0")
-            .chain_update(request.route.path())
-            .chain_update(b"\0")
-            .chain_update(request.canonical_output_fields())
-            .finalize();
-        Self(digest.into())
+        let fields = request.canonical_output_fields();
+        Self(digest(
+            b"cachet-exact-v1",
+            &[tenant.as_str(), category, request.route.path(), &fields],
+        ))
     }
 
     /// The id of the entry stored under this key.
@@ -80,18 +81,16 @@ pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64
         write_canonical(message, &mut system);
         system.push('\n');
     }
-    let digest = Sha256::new()
-        .chain_update(b"cachet-partition-v1\0")
-        .chain_update(tenant.as_str())
-        .chain_update(b"\0")
-        .chain_update(category)
-        .chain_update(b"\0")
-        .chain_update(request.route.path())
-        .chain_update(b"\0")
-        .chain_update(&request.model)
-        .chain_update(b"\0")
-        .chain_update(system)
-        .finalize();
+    let digest = digest(
+        b"cachet-partition-v1",
+        &[
+            tenant.as_str(),
+            category,
+            request.route.path(),
+            &request.model,
+            &system,
+        ],
+    );
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(head)

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cachet_embedder::{Device, Embedder, EmbedderConfig};
+use cachet_embedder::Embedder;
 use cachet_gateway::cache::Cache;
+use cachet_gateway::eval::embedder_config;
 use cachet_gateway::upstream::Upstream;
 use cachet_gateway::{AppState, app};
-use cachet_policies::{Config, DeviceSpec};
+use cachet_policies::Config;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -98,20 +99,6 @@ fn load_config(
             .with_context(|| format!("--upstream {url:?} is not a url"))?;
     }
     Ok(config)
-}
-
-fn embedder_config(config: &Config) -> EmbedderConfig {
-    let e = &config.embedder;
-    let mut out = EmbedderConfig::new(e.model.clone(), e.tokenizer.clone(), e.onnxruntime.clone());
-    out.device = match e.device {
-        DeviceSpec::Cpu => Device::Cpu,
-        DeviceSpec::Cuda(n) => Device::Cuda(n),
-    };
-    out.max_tokens = e.max_tokens.get();
-    out.max_batch = e.max_batch.get();
-    out.batch_wait = e.batch_wait;
-    out.intra_threads = e.threads;
-    out
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
