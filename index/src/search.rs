@@ -188,6 +188,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plan_scans_when_cheaper_and_walks_the_graph_otherwise() {
+        let params = IndexParams {
+            dim: 2,
+            ..IndexParams::default()
+        };
+        let mut state = State::new(params);
+        for i in 0..1_000u64 {
+            let angle = i as f32 * 0.01;
+            let partition = if i % 10 == 0 { 1 } else { 0 };
+            state.allocate(i, partition, &[angle.cos(), angle.sin()], u64::MAX);
+        }
+        let tuning = IndexTuning {
+            exact_search_max_points: 0,
+            graph_cost_per_ef: 1.0,
+            ..IndexTuning::default()
+        };
+        let query = [1.0, 0.0];
+        let req = |partition| Request {
+            partition,
+            query: &query,
+            k: 5,
+            now_ms: 0,
+        };
+        // 900 of 1000 points: the list widens from 64 to 72, cheaper than 900 comparisons.
+        let big = plan(&state, &params, &tuning, &req(0));
+        assert!(matches!(big, Plan::Graph { ef: 72, .. }), "{big:?}");
+        // 100 of 1000: a list of 640 costs more than scanning 100 vectors.
+        let small = plan(&state, &params, &tuning, &req(1));
+        assert!(
+            matches!(small, Plan::Done(ref found) if found.len() == 5),
+            "{small:?}"
+        );
+        // Always scanned below the size floor, whatever the cost model says.
+        let floor = IndexTuning {
+            exact_search_max_points: 1_000,
+            ..tuning
+        };
+        let floored = plan(&state, &params, &floor, &req(0));
+        assert!(
+            matches!(floored, Plan::Done(ref found) if found.len() == 5),
+            "{floored:?}"
+        );
+        // Too wide for the graph and too big to scan: answered by the filtered search.
+        let tight = IndexTuning {
+            max_graph_ef: 10,
+            exact_fallback_max_points: 0,
+            ..tuning
+        };
+        assert!(matches!(
+            plan(&state, &params, &tight, &req(0)),
+            Plan::Done(_)
+        ));
+        let unknown = plan(&state, &params, &tuning, &req(7));
+        assert!(matches!(unknown, Plan::Done(ref found) if found.is_empty()));
+    }
+
+    #[test]
     fn best_keeps_top_k_sorted() {
         let scored = vec![(1u64, 0.1), (2, 0.9), (3, 0.5), (4, 0.7), (5, 0.9)];
         assert_eq!(best(scored.clone(), 3), vec![(2, 0.9), (5, 0.9), (4, 0.7)]);
