@@ -44,9 +44,9 @@ fn recall(n: usize, n_centroids: usize, n_queries: usize) -> f64 {
 /// (it is generic over our distance, so it is instantiated in this crate); the full 50k run
 /// is `recall_at_10_on_50k` below.
 #[test]
-fn recall_at_10_on_1k_clustered_vectors() {
-    let recall = recall(1_000, 20, 100);
-    println!("recall@10 on 1k: {recall:.4}");
+fn recall_at_10_on_3k_clustered_vectors() {
+    let recall = recall(3_000, 60, 100);
+    println!("recall@10 on 3k: {recall:.4}");
     assert!(recall >= 0.95, "recall@10 {recall}");
 }
 
