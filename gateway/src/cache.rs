@@ -55,7 +55,7 @@ pub struct Lookup {
 pub struct Cache {
     config: Arc<Config>,
     embedder: Embedder,
-    indexes: HashMap<String, VectorIndex>,
+    indexes: HashMap<String, Arc<VectorIndex>>,
     store: MemoryStore,
 }
 
@@ -77,7 +77,7 @@ impl Cache {
             };
             indexes.insert(
                 category.name.clone(),
-                VectorIndex::try_new(params, category.max_entries)?,
+                Arc::new(VectorIndex::try_new(params, category.max_entries)?),
             );
         }
         Ok(Self {
@@ -104,7 +104,7 @@ impl Cache {
             .map(|c| {
                 (
                     c.name.as_str(),
-                    self.indexes.get(&c.name).map_or(0, VectorIndex::len),
+                    self.indexes.get(&c.name).map_or(0, |i| i.len()),
                 )
             })
             .collect()
@@ -321,13 +321,21 @@ impl Cache {
         });
         // Without a vector the entry still serves exact matches.
         if let (Some(vector), Some(index)) = (vector, self.indexes.get(&plan.category)) {
-            match index.insert(id, plan.partition, &vector, expires_at_ms) {
-                Ok(evicted) => {
+            // An insert walks the graph for about a millisecond: keep it off the async workers.
+            let index = Arc::clone(index);
+            let partition = plan.partition;
+            let inserted = tokio::task::spawn_blocking(move || {
+                index.insert(id, partition, &vector, expires_at_ms)
+            })
+            .await;
+            match inserted {
+                Err(e) => tracing::warn!(error = %e, "indexing task failed"),
+                Ok(Ok(evicted)) => {
                     for old in evicted {
                         self.store.remove(old);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "failed to index a cache entry"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "failed to index a cache entry"),
             }
         }
         metrics::counter!("cachet_fills_total", "category" => plan.category.clone()).increment(1);
