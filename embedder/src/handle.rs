@@ -28,9 +28,28 @@ struct Job {
 /// them as one batch. The worker stops when the last handle is dropped.
 #[derive(Clone, Debug)]
 pub struct Embedder {
+    // Declared before `_worker` so that it is dropped first: the worker sees its queue close.
     sender: mpsc::Sender<Job>,
     dim: usize,
     provider: Arc<str>,
+    _worker: Arc<WorkerThread>,
+}
+
+/// Joins the worker thread when the last handle goes, so that the model is released before
+/// the caller goes on (and before the process exits: ONNX Runtime's CUDA provider crashes
+/// when a session is still being torn down on another thread while the process exits).
+#[derive(Debug)]
+struct WorkerThread(Option<thread::JoinHandle<()>>);
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take()
+            && handle.thread().id() != thread::current().id()
+            && handle.join().is_err()
+        {
+            tracing::warn!("the embedder worker panicked");
+        }
+    }
 }
 
 impl Embedder {
@@ -68,7 +87,7 @@ impl Embedder {
             .build()
             .map_err(Error::SpawnWorker)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity);
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("cachet-embedder".to_owned())
             .spawn(move || {
                 Worker {
@@ -84,6 +103,7 @@ impl Embedder {
             sender,
             dim,
             provider,
+            _worker: Arc::new(WorkerThread(Some(handle))),
         })
     }
 
