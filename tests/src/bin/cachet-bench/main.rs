@@ -94,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         direct_url: format!("{}/chat/completions", upstream.base_url()).into(),
         gateway_url: format!("{}/chat/completions", gateway.api_url()).into(),
         healthz_url: format!("{}/healthz", gateway.base_url()),
+        metrics_url: format!("{}/metrics", gateway.base_url()),
     };
     let (scenarios, semantic_probe) = runtime.block_on(bench.run())?;
     let (store_entries, store_bytes) = runtime.block_on(bench.store())?;
@@ -190,6 +191,7 @@ struct Bench {
     direct_url: Arc<str>,
     gateway_url: Arc<str>,
     healthz_url: String,
+    metrics_url: String,
 }
 
 impl Bench {
@@ -293,6 +295,7 @@ impl Bench {
                 })
                 .collect()
         };
+        let refusals_before = self.guard_refusals().await?;
         let warmup = load::one_by_one(&self.client, requests(asked), REQUEST_TIMEOUT).await;
         if let Some(error) = warmup.iter().find_map(|s| s.error.as_ref()) {
             bail!("{name}: a warm-up request failed: {error}");
@@ -305,6 +308,7 @@ impl Bench {
         )
         .await;
         let summary = Summary::of(&samples);
+        let guard_refusals = self.guard_refusals().await? - refusals_before;
         eprintln!(
             "{name}{}: p50 {:.2} ms, p99 {:.2} ms, {} errors, {:?}",
             if stream { " (stream)" } else { "" },
@@ -317,6 +321,7 @@ impl Bench {
             name,
             stream,
             summary,
+            guard_refusals,
             added_p50_ms: None,
             added_p99_ms: None,
         })
@@ -361,6 +366,24 @@ impl Bench {
                 .with_context(|| format!("/healthz has no store.{name}: {health}"))
         };
         Ok((field("entries")?, field("bytes")?))
+    }
+
+    /// Semantic candidates the hit guards refused so far (`cachet_guard_refusals_total`).
+    async fn guard_refusals(&self) -> anyhow::Result<u64> {
+        let text = self
+            .client
+            .get(&self.metrics_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let total: f64 = text
+            .lines()
+            .filter(|line| line.starts_with("cachet_guard_refusals_total"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        Ok(total as u64)
     }
 
     /// Waits until the store's entry count has not changed for a second; returns it.

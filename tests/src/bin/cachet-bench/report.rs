@@ -12,6 +12,8 @@ pub struct ScenarioResult {
     pub stream: bool,
     #[serde(flatten)]
     pub summary: Summary,
+    /// Semantic candidates above the threshold that the hit guards refused, warm-up included.
+    pub guard_refusals: u64,
     /// This scenario's p50 and p99 minus those of `direct` in the same stream mode (a
     /// difference of quantiles, not a quantile of differences); absent for `direct`.
     pub added_p50_ms: Option<f64>,
@@ -76,7 +78,7 @@ impl Report {
             self.rate_per_s, self.seconds_per_scenario, self.machine
         );
         out.push_str(&format!(
-            "{:<20} {:>5} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}  {}\n",
+            "{:<22} {:>5} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
             "scenario",
             "n",
             "err",
@@ -87,6 +89,7 @@ impl Report {
             "+p99",
             "ttfb50",
             "lag99",
+            "refused",
             "x-cachet-cache"
         ));
         for s in &self.scenarios {
@@ -103,7 +106,7 @@ impl Report {
                 .map(|(label, n)| format!("{label}={n}"))
                 .collect();
             out.push_str(&format!(
-                "{:<20} {:>5} {:>4} {:>7.2} {:>7.2} {:>7.2} {:>8} {:>8} {:>8.2} {:>8.2}  {}\n",
+                "{:<22} {:>5} {:>4} {:>7.2} {:>7.2} {:>7.2} {:>8} {:>8} {:>8.2} {:>8.2} {:>7}  {}\n",
                 name,
                 s.summary.requests,
                 s.summary.errors,
@@ -114,10 +117,11 @@ impl Report {
                 added(s.added_p99_ms),
                 s.summary.first_byte_p50_ms,
                 s.summary.send_lag_p99_ms,
+                s.guard_refusals,
                 labels.join(" "),
             ));
             if let Some(error) = &s.summary.first_error {
-                out.push_str(&format!("{:<20} first error: {error}\n", ""));
+                out.push_str(&format!("{:<22} first error: {error}\n", ""));
             }
         }
         let m = &self.memory;
