@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use cachet_embedder::Embedder;
 use cachet_gateway::cache::Cache;
 use cachet_gateway::eval::embedder_config;
@@ -137,6 +138,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    // Streamed answers go out in small chunks: send each at once instead of waiting on Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %e, "failed to set TCP_NODELAY");
+        }
+    });
     tracing::info!(%addr, upstream = %state.upstream.base_url(), "cachet serving");
     println!("listening on http://{addr}");
     let served = axum::serve(listener, app(state))
