@@ -42,7 +42,20 @@ fn engine_binary(settings: &EngineSettings) -> PathBuf {
 /// with the running child.
 async fn launch(settings: &EngineSettings) -> Result<(String, Child), EngineError> {
     let binary = engine_binary(settings);
-    let mut child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe. It makes the kernel stop the engine when the gateway dies, however it
+    // dies (kill_on_drop only covers an orderly drop), so a crashed gateway leaves no orphan
+    // engine holding its memory.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .arg("serve")
         .arg("--model")
         .arg(&settings.model)
