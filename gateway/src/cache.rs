@@ -354,7 +354,8 @@ impl Cache {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// Cosine similarity of two unit vectors, as the index reports it for neighbours.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

@@ -14,6 +14,8 @@ use cachet_policies::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cache::dot;
+
 /// Command-line options of `cachet eval`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -203,10 +205,6 @@ fn classify<'c>(config: &'c Config, text: &str) -> &'c Category {
         header: &no_headers,
     };
     config.classify(&facts).category
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Looks `query` up in a cache holding only `cached`, the way the gateway decides a semantic
