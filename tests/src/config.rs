@@ -93,6 +93,50 @@ impl GatewayConfig {
         self
     }
 
+    /// Replaces the section `name` with `table`, or adds it at the end.
+    pub fn replace_section(&mut self, name: &str, table: Table) -> &mut Self {
+        match self.sections.iter_mut().find(|(n, _)| n == name) {
+            Some((_, section)) => *section = table,
+            None => self.sections.push((name.to_owned(), table)),
+        }
+        self
+    }
+
+    /// Stores entries in the Redis at `url` (`redis://127.0.0.1:PORT`) under `key_prefix`,
+    /// with the short timeouts the tests use: connect 1 s, response 250 ms, the breaker
+    /// opening after 3 failures and probing again after 1 s.
+    pub fn redis_store(&mut self, url: &str, key_prefix: &str) -> &mut Self {
+        let mut store = Table::new();
+        store.insert("kind".into(), "redis".into());
+        store.insert("url".into(), url.into());
+        store.insert("key_prefix".into(), key_prefix.into());
+        store.insert("connect_timeout".into(), "1s".into());
+        store.insert("response_timeout".into(), "250ms".into());
+        store.insert("breaker_failures".into(), 3.into());
+        store.insert("breaker_retry_after".into(), "1s".into());
+        self.replace_section("store", store)
+    }
+
+    /// Keeps entries in the embedded store, snapshotted to `snapshot` every `interval` (and
+    /// at a graceful shutdown).
+    pub fn memory_store_with_snapshot(&mut self, snapshot: &Path, interval: &str) -> &mut Self {
+        let mut store = Table::new();
+        store.insert("kind".into(), "memory".into());
+        store.insert(
+            "snapshot".into(),
+            snapshot.to_string_lossy().into_owned().into(),
+        );
+        store.insert("snapshot_interval".into(), interval.into());
+        self.replace_section("store", store)
+    }
+
+    /// Enables the admin API with this bearer token.
+    pub fn admin_token(&mut self, token: &str) -> &mut Self {
+        let mut admin = Table::new();
+        admin.insert("token".into(), token.into());
+        self.replace_section("admin", admin)
+    }
+
     /// The names of the sections, in order.
     pub fn section_names(&self) -> Vec<&str> {
         self.sections
@@ -283,6 +327,33 @@ routes = ["/v1/completions"]
         assert_eq!(root["server"]["listen"].as_str(), Some("127.0.0.1:0"));
         let reparsed = GatewayConfig::parse(&text).unwrap();
         assert_eq!(reparsed.section_names(), config.section_names());
+    }
+
+    #[test]
+    fn store_and_admin_sections_replace_or_append() {
+        let mut config = GatewayConfig::default_with_upstream("http://127.0.0.1:9/v1").unwrap();
+        config
+            .redis_store("redis://127.0.0.1:7000", "t1")
+            .admin_token("secret");
+        let root: Table = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(root["store"]["kind"].as_str(), Some("redis"));
+        assert_eq!(
+            root["store"]["url"].as_str(),
+            Some("redis://127.0.0.1:7000")
+        );
+        assert_eq!(root["store"]["response_timeout"].as_str(), Some("250ms"));
+        assert_eq!(root["admin"]["token"].as_str(), Some("secret"));
+        config.memory_store_with_snapshot(Path::new("/tmp/x.snap"), "60s");
+        let root: Table = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(root["store"]["kind"].as_str(), Some("memory"));
+        assert!(root["store"].get("url").is_none());
+        assert_eq!(root["store"]["snapshot"].as_str(), Some("/tmp/x.snap"));
+        let stores = config
+            .section_names()
+            .iter()
+            .filter(|n| **n == "store")
+            .count();
+        assert_eq!(stores, 1);
     }
 
     #[test]

@@ -56,6 +56,33 @@ pub enum Error {
     DriverIo(#[source] std::io::Error),
     #[error("invalid json")]
     Json(#[from] serde_json::Error),
+    #[error("redis on port {port}: {reason}")]
+    Redis { port: u16, reason: String },
+    #[error("failed to send {signal} to process {pid}")]
+    Signal {
+        pid: u32,
+        signal: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} did not exit within {timeout:?}")]
+    NotExited { program: String, timeout: Duration },
+    #[error("request to {url} failed")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}: {body}")]
+    HttpStatus {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("failed to build a tokio runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("not a prometheus sample: {line:?}")]
+    Metrics { line: String },
 }
 
 /// The harness's result type.

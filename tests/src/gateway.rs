@@ -1,13 +1,14 @@
 //! The real `cachet` binary, started on a free port with a config written by the test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::probe::{self, Health, Metrics};
 use crate::process::{ChildService, Stream};
-use crate::{Error, GatewayConfig, Result, paths};
+use crate::{Error, GatewayConfig, Result, paths, signal};
 
 /// How long the gateway may take to load its model and bind; generous because several
 /// tests start gateways at once on two cores.
@@ -92,6 +93,28 @@ impl Gateway {
     /// Whether the process is still running (a test can check that a request did not crash it).
     pub fn is_running(&mut self) -> bool {
         self.service.is_running()
+    }
+
+    /// Sends SIGTERM (a graceful shutdown: the gateway finishes what it does and writes its
+    /// snapshot) and waits up to `timeout` for the process to exit; returns its status.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        signal::send(self.pid(), signal::Signal::Terminate)?;
+        self.service.wait_exit(timeout).ok_or(Error::NotExited {
+            program: "cachet".into(),
+            timeout,
+        })
+    }
+
+    /// `GET /healthz`, from synchronous code (not from inside a Tokio runtime).
+    pub fn healthz(&self) -> Result<Health> {
+        let client = reqwest::Client::new();
+        probe::block_on(probe::healthz(&client, &self.base_url))
+    }
+
+    /// `GET /metrics`, parsed, from synchronous code (not from inside a Tokio runtime).
+    pub fn metrics(&self) -> Result<Metrics> {
+        let client = reqwest::Client::new();
+        probe::block_on(probe::metrics(&client, &self.base_url))
     }
 
     /// The last lines of the gateway's stderr (its log).

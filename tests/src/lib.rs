@@ -17,7 +17,10 @@ pub mod gateway;
 pub mod openai_py;
 pub mod paths;
 pub mod ports;
+pub mod probe;
 pub mod process;
+pub mod redis;
+pub mod signal;
 pub mod sse;
 pub mod upstream;
 
@@ -25,4 +28,6 @@ pub use config::GatewayConfig;
 pub use error::{Error, Result};
 pub use gateway::Gateway;
 pub use openai_py::{CallOutcome, ChatCall, OpenAiPy};
+pub use probe::{Health, Metrics};
+pub use redis::RedisServer;
 pub use upstream::{Reply, ScriptedUpstream};

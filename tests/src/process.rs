@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -13,8 +13,9 @@ use parking_lot::Mutex;
 
 use crate::{Error, Result};
 
-/// Lines of stderr kept to explain a failed start.
-const STDERR_TAIL_LINES: usize = 40;
+/// Lines of stderr kept to explain a failure (and for tests that look for a log line, such as
+/// a refused snapshot at start).
+const STDERR_TAIL_LINES: usize = 200;
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,21 @@ impl ChildService {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; returns its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
     /// The last lines the process wrote to stderr.
     pub fn stderr_text(&self) -> String {
         let log = self.stderr_log.lock();
@@ -201,6 +217,21 @@ mod tests {
         let err = ChildService::spawn("sh", command, Duration::from_millis(200), |_, _| None::<()>)
             .unwrap_err();
         assert!(matches!(err, Error::NotReady { .. }), "{err}");
+    }
+
+    #[test]
+    fn wait_exit_reports_the_status_or_none() {
+        let (mut service, ()) = ChildService::spawn(
+            "sh",
+            sh("echo ready; exec sleep 30"),
+            Duration::from_secs(10),
+            |_, line| (line == "ready").then_some(()),
+        )
+        .unwrap();
+        assert!(service.wait_exit(Duration::from_millis(50)).is_none());
+        crate::signal::send(service.pid(), crate::signal::Signal::Terminate).unwrap();
+        let status = service.wait_exit(Duration::from_secs(10)).unwrap();
+        assert!(!status.success());
     }
 
     #[test]

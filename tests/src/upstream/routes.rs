@@ -155,6 +155,10 @@ async fn respond(
             ))
             .await;
         }
+        Reply::Held(gate, inner) => {
+            gate.passed().await;
+            return Box::pin(respond(*inner, answer, question, call, stream, usage, pace)).await;
+        }
         Reply::Error {
             status,
             message,

@@ -39,6 +39,9 @@ pub enum Reply {
         after: String,
         gate: Gate,
     },
+    /// The inner reply once the test opens `gate` (for requests that must stay in flight
+    /// until the test has seen something, e.g. every coalesced follower arrive).
+    Held(Gate, Box<Reply>),
     /// The inner reply after a pause; a streamed reply also pauses this long between chunks
     /// (for requests that must overlap).
     Delayed(Duration, Box<Reply>),

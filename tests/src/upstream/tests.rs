@@ -181,6 +181,20 @@ async fn delayed_replies_arrive() {
 }
 
 #[tokio::test]
+async fn a_held_reply_waits_for_its_gate() {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let gate = Gate::new();
+    upstream.push(Reply::Held(gate.clone(), Box::new(Reply::server_error())));
+    let body = chat_body("q", false);
+    let request = post(&upstream, CHAT_PATH, &body);
+    tokio::pin!(request);
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut request).await;
+    assert!(early.is_err(), "the reply came before the gate opened");
+    gate.open();
+    assert_eq!(request.await.status().as_u16(), 500);
+}
+
+#[tokio::test]
 async fn models_embeddings_and_unknown_routes() {
     let upstream = ScriptedUpstream::start().unwrap();
     let client = reqwest::Client::new();

@@ -1,10 +1,13 @@
-//! Requests that overlap: identical misses in flight at once reach the upstream once.
+//! Requests that overlap: identical misses in flight at once reach the upstream once, streamed
+//! or not, per tenant, and share the upstream's failure as well as its answer.
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cachet_tests::{ChatCall, OpenAiPy, Reply};
+use cachet_tests::upstream::Gate;
+use cachet_tests::{ChatCall, Gateway, OpenAiPy, Reply, ScriptedUpstream};
 
+use crate::fleet::{ask, base_config, chat_body};
 use crate::support::*;
 
 #[test]
@@ -45,4 +48,210 @@ fn identical_concurrent_misses_reach_the_upstream_once() {
         1,
         "identical misses in flight must be coalesced: {outcomes:#?}"
     );
+}
+
+/// Identical cold requests sent at once by one client over many connections.
+const BURST: usize = 200;
+/// Longest wait for every request of a burst to join its flight, and for its answers.
+const BURST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One answer of a burst.
+#[derive(Debug)]
+struct Answered {
+    key: &'static str,
+    status: u16,
+    body: String,
+    elapsed: Duration,
+}
+
+/// A scripted upstream and a gateway in front of it, without the Python driver.
+fn gateway_and_upstream() -> (Gateway, ScriptedUpstream) {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let gateway = Gateway::start(&base_config(&upstream)).unwrap();
+    (gateway, upstream)
+}
+
+/// Followers coalesced so far (`cachet_coalesced_total`).
+fn coalesced(gateway: &Gateway) -> f64 {
+    gateway.metrics().unwrap().sum("cachet_coalesced_total")
+}
+
+/// Sends `requests` (tenant, question) all at once on `runtime` and returns a handle to their
+/// answers, in order.
+fn burst(
+    runtime: &tokio::runtime::Runtime,
+    gateway: &Gateway,
+    requests: Vec<(&'static str, &'static str)>,
+    stream: bool,
+) -> tokio::task::JoinHandle<Vec<Answered>> {
+    let url = format!("{}/v1/chat/completions", gateway.base_url());
+    runtime.spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(BURST_TIMEOUT)
+            .build()
+            .unwrap();
+        let sends: Vec<_> = requests
+            .into_iter()
+            .map(|(key, question)| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(key)
+                        .header("content-type", "application/json")
+                        .body(chat_body(question, stream))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    let body = response.text().await.unwrap();
+                    Answered {
+                        key,
+                        status,
+                        body,
+                        elapsed: started.elapsed(),
+                    }
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for send in sends {
+            answers.push(send.await.unwrap());
+        }
+        answers
+    })
+}
+
+/// Waits until `count` followers have joined flights (or the timeout passes: the test's
+/// assertions then tell what went wrong).
+fn wait_for_followers(gateway: &Gateway, count: f64) {
+    let deadline = std::time::Instant::now() + BURST_TIMEOUT;
+    while coalesced(gateway) < count && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The text of a chat answer, streamed or not.
+fn answer_text(answer: &Answered) -> String {
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    let response = RawResponse {
+        status: answer.status,
+        headers: Default::default(),
+        body: answer.body.clone(),
+        body_error: None,
+    };
+    response.content()
+}
+
+#[test]
+fn two_hundred_identical_cold_requests_reach_the_upstream_once_streamed_or_not() {
+    let (gateway, upstream) = gateway_and_upstream();
+    let runtime = runtime();
+    for (round, (question, stream)) in [(EVEREST, false), (FRANCE, true)].into_iter().enumerate() {
+        // The upstream holds its answer until every follower has joined, so that none can
+        // arrive after the answer was stored and count as a plain hit.
+        let gate = Gate::new();
+        upstream.push(Reply::Held(
+            gate.clone(),
+            Box::new(Reply::Text(format!("The one answer of round {round}."))),
+        ));
+        let followers_before = coalesced(&gateway);
+        let answers = burst(&runtime, &gateway, vec![(KEY_A, question); BURST], stream);
+        wait_for_followers(&gateway, followers_before + (BURST - 1) as f64);
+        gate.open();
+        let answers = runtime.block_on(answers).unwrap();
+        assert_eq!(
+            upstream.completion_calls(),
+            round + 1,
+            "{BURST} identical requests (stream={stream}) must make one upstream call"
+        );
+        for answer in &answers {
+            assert_eq!(
+                answer_text(answer),
+                format!("The one answer of round {round}."),
+                "stream={stream}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_prompt_from_two_tenants_makes_two_calls() {
+    let (gateway, upstream) = gateway_and_upstream();
+    let runtime = runtime();
+    let gate = Gate::new();
+    for n in 1..=2 {
+        upstream.push(Reply::Held(
+            gate.clone(),
+            Box::new(Reply::Text(format!("Answer number {n}."))),
+        ));
+    }
+    let requests: Vec<_> = (0..BURST / 2)
+        .flat_map(|_| [(KEY_A, EVEREST), (KEY_B, EVEREST)])
+        .collect();
+    let answers = burst(&runtime, &gateway, requests, false);
+    wait_for_followers(&gateway, (BURST - 2) as f64);
+    gate.open();
+    let answers = runtime.block_on(answers).unwrap();
+    assert_eq!(
+        upstream.completion_calls(),
+        2,
+        "one call per tenant: a tenant's flight must never serve another tenant"
+    );
+    let text_of = |key: &str| -> Vec<String> {
+        let mut texts: Vec<_> = answers
+            .iter()
+            .filter(|a| a.key == key)
+            .map(answer_text)
+            .collect();
+        texts.dedup();
+        texts
+    };
+    let (a, b) = (text_of(KEY_A), text_of(KEY_B));
+    assert_eq!(a.len(), 1, "tenant A got different answers: {a:?}");
+    assert_eq!(b.len(), 1, "tenant B got different answers: {b:?}");
+    assert_ne!(a, b, "the two tenants shared one answer");
+}
+
+#[test]
+fn when_the_leaders_call_fails_every_follower_gets_the_error_promptly() {
+    let (gateway, upstream) = gateway_and_upstream();
+    let runtime = runtime();
+    let gate = Gate::new();
+    upstream.push(Reply::Held(gate.clone(), Box::new(Reply::server_error())));
+    let answers = burst(&runtime, &gateway, vec![(KEY_A, EVEREST); BURST], false);
+    wait_for_followers(&gateway, (BURST - 1) as f64);
+    let opened = std::time::Instant::now();
+    gate.open();
+    let answers = runtime.block_on(answers).unwrap();
+    let answered_within = opened.elapsed();
+    assert_eq!(upstream.completion_calls(), 1);
+    for answer in &answers {
+        assert!(answer.status >= 500, "{answer:#?}");
+        let response = RawResponse {
+            status: answer.status,
+            headers: Default::default(),
+            body: answer.body.clone(),
+            body_error: None,
+        };
+        response.assert_openai_error();
+    }
+    assert!(
+        answered_within < Duration::from_secs(5),
+        "the followers waited {answered_within:?} after the upstream failed"
+    );
+    let slowest = answers.iter().map(|a| a.elapsed).max().unwrap();
+    eprintln!("slowest request of the burst: {slowest:?}");
+    // Nothing was stored: the next request goes to the upstream again.
+    let again = ask(&gateway, KEY_A, EVEREST);
+    assert_eq!(again.cache(), Some("miss"), "{again:#?}");
 }

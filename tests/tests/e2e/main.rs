@@ -7,15 +7,25 @@
 // Tests may unwrap: a panic there is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod adaptive;
+mod admin;
 mod cache_control;
 mod cache_flow;
 mod category_policies;
 mod cli;
 mod concurrency;
+mod eviction;
+mod fleet;
 mod hit_guards;
 mod http_surface;
 mod paraphrases;
+mod policy_support;
+mod prototypes;
+mod reload;
+mod replicas;
+mod restarts;
 mod sdk_upstream;
+mod store_faults;
 mod support;
 mod tenants;
 mod upstream_failures;

@@ -192,6 +192,23 @@ impl RawResponse {
         self.headers.get(name).map(String::as_str)
     }
 
+    /// `x-cachet-cache`: `hit-exact`, `hit-semantic`, `miss` or `bypass`.
+    pub fn cache(&self) -> Option<&str> {
+        self.header("x-cachet-cache")
+    }
+
+    /// The answer's text: a chat body's message content, or a stream's deltas joined.
+    pub fn content(&self) -> String {
+        if self.body.trim_start().starts_with("data:") {
+            return stream_content(&self.body);
+        }
+        let body = self.json();
+        body.pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no message content: {body}"))
+            .to_owned()
+    }
+
     /// Asserts the body is an OpenAI-shaped error: `{"error": {"message", "type", "code",
     /// "param"}}` with a non-empty message; returns the error object.
     pub fn assert_openai_error(&self) -> Value {
@@ -235,13 +252,27 @@ impl Raw {
 
     /// POSTs `body` as `application/json` with a bearer key.
     pub fn post(&self, path: &str, key: &str, body: impl Into<reqwest::Body>) -> RawResponse {
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base_url))
-                .bearer_auth(key)
-                .header("content-type", "application/json")
-                .body(body),
-        )
+        self.post_with(path, key, body, &[])
+    }
+
+    /// Like [`Raw::post`], with extra request headers.
+    pub fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> RawResponse {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request)
     }
 
     /// POSTs `body` and reads the answer as it arrives. Once the body so far contains `marker`
@@ -325,6 +356,23 @@ fn header_map(headers: &reqwest::header::HeaderMap) -> BTreeMap<String, String> 
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect()
+}
+
+/// The content deltas of a chat stream, joined; panics unless the stream has a
+/// `finish_reason` and ends with `[DONE]`.
+pub fn stream_content(body: &str) -> String {
+    use cachet_tests::sse::{self, SseData};
+    let events = sse::parse(body);
+    assert_eq!(
+        events.last(),
+        Some(&SseData::Done),
+        "stream without [DONE]: {body}"
+    );
+    assert!(
+        sse::finish_reason(&events).is_some(),
+        "stream without finish_reason: {body}"
+    );
+    sse::streamed_text(&events)
 }
 
 /// Samples of a Prometheus text exposition: `name{labels}` → value.
