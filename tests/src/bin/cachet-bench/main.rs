@@ -2,7 +2,9 @@
 //! upstream, under open-loop load on 127.0.0.1, plus its memory use per cached entry.
 //!
 //! `cargo build --release -p cachet-gateway` first, then
-//! `cargo run --release -p cachet-tests --bin cachet-bench -- [--rate N] [--seconds S] [--json OUT]`.
+//! `cargo run --release -p cachet-tests --bin cachet-bench -- [--rate N] [--seconds S]
+//! [--store memory|redis] [--json OUT]`. With `--store redis` the benchmark starts its own
+//! `redis-server` on a free loopback port and the gateway keeps its entries there.
 
 mod load;
 mod questions;
@@ -13,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use cachet_tests::{Gateway, GatewayConfig, Reply, ScriptedUpstream};
-use clap::Parser;
+use cachet_tests::{Gateway, GatewayConfig, RedisServer, Reply, ScriptedUpstream};
+use clap::{Parser, ValueEnum};
 use reqwest::Client;
 use serde_json::Value;
 
@@ -30,9 +32,29 @@ struct Args {
     /// Seconds of load per scenario.
     #[arg(long, default_value_t = 15.0)]
     seconds: f64,
+    /// Where the gateway keeps its entries: the embedded store, or a Redis on loopback that
+    /// the benchmark starts.
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    store: StoreKind,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// The gateway's entry store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Memory,
+    Redis,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
 }
 
 /// What the scripted upstream answers to every request: the same text, so that every
@@ -74,7 +96,17 @@ fn main() -> anyhow::Result<()> {
     let binary = gateway_binary()?;
     let upstream = ScriptedUpstream::start().context("failed to start the scripted upstream")?;
     upstream.set_fallback(Reply::Text(FIXED_ANSWER.to_owned()));
-    let config = GatewayConfig::default_with_upstream(&upstream.base_url())?;
+    let mut config = GatewayConfig::default_with_upstream(&upstream.base_url())?;
+    // Kept alive until the end: dropping it stops the server.
+    let redis = match args.store {
+        StoreKind::Memory => None,
+        StoreKind::Redis => {
+            let redis = RedisServer::start().context("failed to start redis-server")?;
+            config.redis_store(&redis.url(), "cachet-bench");
+            eprintln!("entries in redis at {}", redis.url());
+            Some(redis)
+        }
+    };
     eprintln!("starting {}", binary.display());
     let gateway = Gateway::start_binary(&binary, &config).context("failed to start the gateway")?;
     let pid = gateway.pid();
@@ -102,6 +134,7 @@ fn main() -> anyhow::Result<()> {
     let rss_at_end_bytes = proc_status_bytes(pid, "VmRSS")?;
     let entries = store_entries.max(1) as f64;
     let mut report = Report {
+        store: args.store.name(),
         rate_per_s: args.rate,
         seconds_per_scenario: args.seconds,
         machine: machine(),
@@ -127,6 +160,8 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("failed to write {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    drop(gateway);
+    drop(redis);
     Ok(())
 }
 
@@ -349,7 +384,8 @@ impl Bench {
         Ok(samples)
     }
 
-    /// `/healthz`'s store entries and bytes.
+    /// The entries the gateway holds and the bytes it accounts for them, from `/healthz`:
+    /// its per-category figures, or the store's totals where a gateway reports those.
     async fn store(&self) -> anyhow::Result<(u64, u64)> {
         let health: Value = self
             .client
@@ -359,11 +395,19 @@ impl Bench {
             .error_for_status()?
             .json()
             .await?;
-        let field = |name: &str| {
+        let total = |name: &str| -> Option<u64> {
+            if let Some(value) = health.pointer(&format!("/store/{name}")) {
+                return value.as_u64();
+            }
             health
-                .pointer(&format!("/store/{name}"))
-                .and_then(Value::as_u64)
-                .with_context(|| format!("/healthz has no store.{name}: {health}"))
+                .get("categories")?
+                .as_object()?
+                .values()
+                .map(|category| category.get(name)?.as_u64())
+                .sum()
+        };
+        let field = |name: &str| {
+            total(name).with_context(|| format!("/healthz has no {name} figures: {health}"))
         };
         Ok((field("entries")?, field("bytes")?))
     }

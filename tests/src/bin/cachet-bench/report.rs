@@ -40,6 +40,8 @@ pub struct Memory {
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The gateway's entry store: `memory` or `redis`.
+    pub store: &'static str,
     pub rate_per_s: f64,
     pub seconds_per_scenario: f64,
     pub machine: String,
@@ -73,9 +75,9 @@ impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{} req/s, {} s per scenario, {}\n\
+            "{} req/s, {} s per scenario, {} store, {}\n\
              latency from the scheduled send time to the last byte (ms); added = minus direct\n\n",
-            self.rate_per_s, self.seconds_per_scenario, self.machine
+            self.rate_per_s, self.seconds_per_scenario, self.store, self.machine
         );
         out.push_str(&format!(
             "{:<22} {:>5} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}  {}\n",
