@@ -1,0 +1,206 @@
+//! The load-adaptive policy: an overloaded or slow upstream switches categories to their
+//! relaxed threshold and TTL within seconds, and they return only after load stayed low for
+//! `hold`.
+
+use std::time::{Duration, Instant};
+
+use cachet_tests::Reply;
+use cachet_tests::upstream::CHAT_PATH;
+
+use crate::policy_support::*;
+use crate::support::*;
+
+/// The general category's thresholds: the test's paraphrases (cosine 0.96 to 0.98) miss at
+/// the normal one and hit at the relaxed one.
+const NORMAL_THRESHOLD: f64 = 0.99;
+const RELAXED_THRESHOLD: f64 = 0.9;
+const NORMAL_TTL_S: f64 = 86400.0;
+const RELAXED_TTL_S: f64 = 2.0 * 86400.0;
+
+/// Load is sampled every second; allow for two shared cores.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// `[adaptive]` with levels that only the signal under test can cross.
+fn adaptive(signal_levels: &str, hold: &str) -> toml::Table {
+    let mut table = section(&format!(
+        r#"
+enabled = true
+high_in_flight = 1000
+low_in_flight = 500
+high_latency = "30s"
+low_latency = "20s"
+high_error_rate = 0.99
+low_error_rate = 0.98
+hold = "{hold}"
+"#
+    ));
+    table.extend(section(signal_levels));
+    table
+}
+
+fn relaxed_general(config: &mut cachet_tests::GatewayConfig) {
+    config
+        .set("categories.general.threshold", NORMAL_THRESHOLD)
+        .unwrap();
+    config
+        .set("categories.general.relaxed_threshold", RELAXED_THRESHOLD)
+        .unwrap();
+    config.set("categories.general.relaxed_ttl", "2d").unwrap();
+}
+
+fn is_relaxed(stack: &PolicyStack) -> bool {
+    let metrics = stack.metrics();
+    match metrics.get("cachet_load_relaxed") {
+        Some(value) => value == 1.0,
+        None => panic!("no cachet_load_relaxed in /metrics: {metrics:?}"),
+    }
+}
+
+/// The effective threshold and TTL of `general` as `/metrics` and `/admin/stats` show them.
+fn assert_general_policy(stack: &PolicyStack, threshold: f64, ttl_s: f64, state: &str) {
+    let metrics = stack.metrics();
+    let label = "category=\"general\"";
+    assert_eq!(
+        labelled(&metrics, "cachet_effective_threshold", label),
+        Some(threshold),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        labelled(&metrics, "cachet_effective_ttl_seconds", label),
+        Some(ttl_s),
+        "{metrics:?}"
+    );
+    let stats = stack.stats();
+    assert_eq!(stats["load"]["state"], state, "{stats}");
+    let general = stack.category_stats("general");
+    assert_eq!(general["threshold"].as_f64(), Some(threshold), "{general}");
+    assert_eq!(general["ttl_seconds"].as_f64(), Some(ttl_s), "{general}");
+}
+
+#[test]
+fn rate_limits_relax_the_threshold_until_load_stays_low_for_hold() {
+    let hold = Duration::from_secs(3);
+    let stack = PolicyStack::start(|config| {
+        config.admin_token(ADMIN_TOKEN);
+        relaxed_general(config);
+        config.replace_section(
+            "adaptive",
+            adaptive("high_error_rate = 0.3\nlow_error_rate = 0.05", "3s"),
+        );
+    });
+    let everest = stack.chat_stored(EVEREST);
+    stack.chat_stored(FRANCE);
+    stack.chat_stored(PHOTOSYNTHESIS);
+    let normal = stack.chat(FRANCE_PARAPHRASE);
+    assert_eq!(
+        normal.cache(),
+        Some("miss"),
+        "the normal threshold must refuse this paraphrase: {normal:#?}"
+    );
+    assert!(!is_relaxed(&stack));
+    assert_general_policy(&stack, NORMAL_THRESHOLD, NORMAL_TTL_S, "normal");
+
+    // A burst of 429s.
+    stack.upstream.set_fallback(Reply::rate_limited());
+    let calls = stack.upstream.calls(CHAT_PATH);
+    for i in 0..10 {
+        let question = format!("Burst question {i}: what is {i} squared?");
+        let response = stack.post_chat(&question, &[]);
+        assert_eq!(response.status, 429, "{response:#?}");
+    }
+    assert_eq!(stack.upstream.calls(CHAT_PATH), calls + 10);
+    stack.upstream.set_fallback(Reply::Echo);
+    stack.wait_for("the relaxed state", SWITCH_TIMEOUT, || is_relaxed(&stack));
+    let rate = stack.metrics().sum("cachet_upstream_overload_rate");
+    assert!(rate > 0.0, "relaxed without a recorded overload: {rate}");
+    assert_general_policy(&stack, RELAXED_THRESHOLD, RELAXED_TTL_S, "relaxed");
+
+    let relaxed = stack.chat(EVEREST_PARAPHRASE);
+    assert_eq!(
+        relaxed.cache(),
+        Some("hit-semantic"),
+        "the relaxed threshold must serve this paraphrase: {relaxed:#?}"
+    );
+    assert_eq!(relaxed.content(), everest.content());
+
+    // Healthy traffic: the overload rate falls below its low level, and the state stays
+    // relaxed for `hold` after that before it returns.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut low_since = None;
+    let mut healthy = 0;
+    let returned = loop {
+        assert!(
+            Instant::now() < deadline,
+            "still relaxed 20 s after the burst; log:\n{}",
+            stack.gateway.log_tail()
+        );
+        let metrics = stack.metrics();
+        let now = Instant::now();
+        let relaxed = metrics.get("cachet_load_relaxed") == Some(1.0);
+        if !relaxed {
+            break now;
+        }
+        if low_since.is_none() && metrics.sum("cachet_upstream_overload_rate") <= 0.05 {
+            low_since = Some(now);
+        }
+        if healthy < 20 {
+            stack.chat(&format!(
+                "Healthy question {healthy}: what is {healthy} cubed?"
+            ));
+            healthy += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let low_since = low_since.unwrap_or_else(|| {
+        panic!("back to normal before the overload rate was seen low: the hold was skipped")
+    });
+    let stayed = returned - low_since;
+    assert!(
+        stayed >= hold - Duration::from_millis(700),
+        "back to normal {stayed:?} after load went low, before hold ({hold:?})"
+    );
+    assert_general_policy(&stack, NORMAL_THRESHOLD, NORMAL_TTL_S, "normal");
+    let normal_again = stack.chat(PHOTOSYNTHESIS_PARAPHRASE);
+    assert_eq!(
+        normal_again.cache(),
+        Some("miss"),
+        "the normal threshold must apply again: {normal_again:#?}"
+    );
+}
+
+#[test]
+fn a_slow_upstream_relaxes_the_policy() {
+    let stack = PolicyStack::start(|config| {
+        config.admin_token(ADMIN_TOKEN);
+        relaxed_general(config);
+        config.replace_section(
+            "adaptive",
+            adaptive("high_latency = \"400ms\"\nlow_latency = \"150ms\"", "1s"),
+        );
+    });
+    assert!(!is_relaxed(&stack));
+    for i in 0..2 {
+        stack.upstream.push(Reply::Delayed(
+            Duration::from_millis(900),
+            Box::new(Reply::Echo),
+        ));
+        let slow = stack.chat(&format!("Slow question {i}: what is {i} halved?"));
+        assert_eq!(slow.cache(), Some("miss"));
+    }
+    let mut latency_seen = 0.0_f64;
+    stack.wait_for("the relaxed state", SWITCH_TIMEOUT, || {
+        let metrics = stack.metrics();
+        latency_seen = latency_seen.max(metrics.sum("cachet_upstream_latency_ewma_seconds"));
+        metrics.get("cachet_load_relaxed") == Some(1.0)
+    });
+    assert!(
+        latency_seen >= 0.4,
+        "relaxed, but the latency EWMA shown was at most {latency_seen} s"
+    );
+    assert_general_policy(&stack, RELAXED_THRESHOLD, RELAXED_TTL_S, "relaxed");
+    // Fast answers (and idle seconds) bring the average down again.
+    stack.wait_for("the normal state", Duration::from_secs(15), || {
+        !is_relaxed(&stack)
+    });
+    assert_general_policy(&stack, NORMAL_THRESHOLD, NORMAL_TTL_S, "normal");
+}
