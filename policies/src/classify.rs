@@ -1,6 +1,7 @@
 //! Category classification: which category's policy applies to a request.
 
 use crate::config::{Category, Config, MatchRules};
+use crate::prototypes::{PrototypeMatch, Prototypes};
 
 /// Header a client may use to name its category explicitly.
 pub const CATEGORY_HEADER: &str = "x-cachet-category";
@@ -21,34 +22,78 @@ pub struct RequestFacts<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Classification<'c> {
     pub category: &'c Category,
+    /// `"header"`, `"rules"`, `"prototype"` or `"default"`.
     pub reason: &'static str,
+    /// For `"prototype"`: how near the query was to the category's prototype.
+    pub prototype: Option<PrototypeMatch>,
 }
 
 impl Config {
     /// The explicitly named category if it exists, else the first category (in file order)
     /// whose rules all match, else the default category.
     pub fn classify<'c>(&'c self, facts: &RequestFacts<'_>) -> Classification<'c> {
-        if let Some(name) = (facts.header)(CATEGORY_HEADER)
-            && let Some(category) = self.category(name.trim())
+        self.by_header_or_rules(facts)
+            .unwrap_or_else(|| self.default_classification())
+    }
+
+    /// Like [`Config::classify`], with the query's embedding tried between the rules and the
+    /// default: the nearest category prototype wins when its similarity reaches
+    /// `classifier.min_similarity` and beats the second nearest by `classifier.margin`.
+    pub fn classify_with<'c>(
+        &'c self,
+        facts: &RequestFacts<'_>,
+        query: Option<&[f32]>,
+        prototypes: &Prototypes,
+    ) -> Classification<'c> {
+        if let Some(decided) = self.by_header_or_rules(facts) {
+            return decided;
+        }
+        let nearest = query.and_then(|query| prototypes.nearest(self, query));
+        if let Some((name, found)) = nearest
+            && let Some(category) = self.category(name)
         {
             return Classification {
                 category,
-                reason: "header",
+                reason: "prototype",
+                prototype: Some(found),
             };
         }
-        let matched = self
-            .categories
+        self.default_classification()
+    }
+
+    /// Whether classifying this request would use the query's embedding: no header or rule
+    /// decides and some category has examples. The gateway embeds before classifying only
+    /// then.
+    pub fn needs_query_vector(&self, facts: &RequestFacts<'_>) -> bool {
+        self.categories.iter().any(|c| !c.examples.is_empty())
+            && self.by_header_or_rules(facts).is_none()
+    }
+
+    fn by_header_or_rules<'c>(&'c self, facts: &RequestFacts<'_>) -> Option<Classification<'c>> {
+        if let Some(name) = (facts.header)(CATEGORY_HEADER)
+            && let Some(category) = self.category(name.trim())
+        {
+            return Some(Classification {
+                category,
+                reason: "header",
+                prototype: None,
+            });
+        }
+        self.categories
             .iter()
-            .find(|c| !c.rules.is_empty() && c.rules.matches(facts));
-        match matched {
-            Some(category) => Classification {
+            .find(|c| !c.rules.is_empty() && c.rules.matches(facts))
+            .map(|category| Classification {
                 category,
                 reason: "rules",
-            },
-            None => Classification {
-                category: &self.categories[self.cache.default_category],
-                reason: "default",
-            },
+                prototype: None,
+            })
+    }
+
+    fn default_classification(&self) -> Classification<'_> {
+        Classification {
+            category: &self.categories[self.cache.default_category],
+            reason: "default",
+            prototype: None,
         }
     }
 }
@@ -221,5 +266,115 @@ mod tests {
             &[("x-cachet-category", "nope")],
             ("live", "rules"),
         );
+    }
+
+    const PROTOTYPE_CONFIG: &str = r#"
+        [classifier]
+        min_similarity = 0.5
+        margin = 0.1
+
+        [categories.live]
+        match.keywords = ["weather"]
+        examples = ["what is the weather like"]
+
+        [categories.code]
+        examples = ["how do I sort a list in python", "fix my segfault"]
+
+        [categories.general]
+    "#;
+
+    /// Classifies with prototypes `live` = x axis, `code` = y axis.
+    fn check_with(
+        text: &str,
+        headers: &[(&str, &str)],
+        query: Option<&[f32]>,
+        expected: (&str, &str),
+    ) {
+        let config = Config::from_toml(PROTOTYPE_CONFIG).expect("config is valid");
+        let prototypes = Prototypes::new(
+            &config,
+            vec![
+                ("live".to_owned(), vec![vec![1.0, 0.0]]),
+                ("code".to_owned(), vec![vec![0.0, 1.0], vec![0.0, 2.0]]),
+            ],
+        );
+        let lookup = |name: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(name))
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let facts = RequestFacts {
+            route: CHAT,
+            model: "m",
+            text,
+            header: &lookup,
+        };
+        let got = config.classify_with(&facts, query, &prototypes);
+        assert_eq!(
+            (got.category.name.as_str(), got.reason),
+            expected,
+            "text {text:?}"
+        );
+        assert_eq!(got.prototype.is_some(), got.reason == "prototype");
+        let rules_only = config.classify(&facts);
+        let decided_without_vector = matches!(rules_only.reason, "header" | "rules");
+        assert_eq!(config.needs_query_vector(&facts), !decided_without_vector);
+    }
+
+    #[test]
+    fn header_and_rules_come_before_prototypes() {
+        let code_like: &[f32] = &[0.0, 1.0];
+        check_with(
+            "hi",
+            &[("x-cachet-category", "general")],
+            Some(code_like),
+            ("general", "header"),
+        );
+        check_with("the weather", &[], Some(code_like), ("live", "rules"));
+        check_with("hi", &[], Some(code_like), ("code", "prototype"));
+    }
+
+    #[test]
+    fn prototypes_need_similarity_and_margin() {
+        // Near neither prototype.
+        check_with("hi", &[], Some(&[-1.0, -1.0]), ("general", "default"));
+        // Near both: the margin is not met.
+        check_with("hi", &[], Some(&[1.0, 0.9]), ("general", "default"));
+        check_with("hi", &[], Some(&[1.0, 0.5]), ("live", "prototype"));
+        // Without a vector, the default.
+        check_with("hi", &[], None, ("general", "default"));
+    }
+
+    #[test]
+    fn a_prototype_match_carries_its_figures() {
+        let config = Config::from_toml(PROTOTYPE_CONFIG).expect("config is valid");
+        let prototypes = Prototypes::new(&config, vec![("code".to_owned(), vec![vec![0.0, 1.0]])]);
+        let lookup = |_: &str| None;
+        let facts = RequestFacts {
+            route: CHAT,
+            model: "m",
+            text: "hi",
+            header: &lookup,
+        };
+        let got = config.classify_with(&facts, Some(&[0.6, 0.8]), &prototypes);
+        let found = got.prototype.expect("a prototype match");
+        assert!((found.similarity - 0.8).abs() < 1e-6, "{found:?}");
+        // The only prototype: the margin is its similarity.
+        assert!((found.margin - 0.8).abs() < 1e-6, "{found:?}");
+    }
+
+    #[test]
+    fn no_examples_no_query_vector() {
+        let config = Config::from_toml(CONFIG).expect("config is valid");
+        let lookup = |_: &str| None;
+        let facts = RequestFacts {
+            route: CHAT,
+            model: "m",
+            text: "hello",
+            header: &lookup,
+        };
+        assert_eq!(config.classify(&facts).reason, "default");
+        assert!(!config.needs_query_vector(&facts));
     }
 }

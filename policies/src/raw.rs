@@ -1,11 +1,12 @@
 //! The config file as written: serde structs that accept anything well-typed, validated
-//! afterwards into the types of `config.rs`.
+//! afterwards into the types of `config/`. Each top-level section and each category is
+//! deserialised on its own (see `config/parse.rs`), so one mistake does not hide the others.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The whole file. Not deserialised as one piece: `config/parse.rs` fills it section by section.
+#[derive(Debug, Default)]
 pub(crate) struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
@@ -14,6 +15,9 @@ pub(crate) struct RawConfig {
     pub index: RawIndex,
     pub store: RawStore,
     pub cache: RawCache,
+    pub admin: Option<RawAdmin>,
+    pub classifier: RawClassifier,
+    pub adaptive: RawAdaptive,
     pub categories: IndexMap<String, RawCategory>,
 }
 
@@ -69,6 +73,46 @@ pub(crate) struct RawIndex {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStore {
     pub kind: Option<String>,
+    // Memory store.
+    pub snapshot: Option<String>,
+    pub snapshot_interval: Option<String>,
+    // Redis store.
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub stream_max_len: Option<i64>,
+    // Either kind.
+    pub breaker_failures: Option<i64>,
+    pub breaker_retry_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    pub token: Option<String>,
+    /// Read only to refuse it with a clear message: policies read no environment.
+    pub token_env: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawClassifier {
+    pub min_similarity: Option<f64>,
+    pub margin: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdaptive {
+    pub enabled: Option<bool>,
+    pub high_in_flight: Option<i64>,
+    pub high_latency: Option<String>,
+    pub high_error_rate: Option<f64>,
+    pub low_in_flight: Option<i64>,
+    pub low_latency: Option<String>,
+    pub low_error_rate: Option<f64>,
+    pub hold: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +128,11 @@ pub(crate) struct RawCategory {
     pub threshold: Option<f64>,
     pub ttl: Option<String>,
     pub max_entries: Option<i64>,
+    pub max_bytes: Option<i64>,
+    pub eviction: Option<String>,
+    pub relaxed_threshold: Option<f64>,
+    pub relaxed_ttl: Option<String>,
+    pub examples: Vec<String>,
     pub cacheable: Option<bool>,
     pub shared: Option<bool>,
     pub max_temperature: Option<f64>,

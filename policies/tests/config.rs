@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cachet_policies::{Config, DeviceSpec};
+use cachet_policies::{Config, DeviceSpec, Eviction, LoadState, StoreSettings};
 
 fn problems(text: &str) -> Vec<String> {
     match Config::from_toml(text) {
@@ -136,4 +136,199 @@ fn every_shipped_config_validates() {
         }
     }
     assert!(seen >= 1, "no config files found in {}", dir.display());
+}
+
+#[test]
+fn mistakes_in_five_sections_are_all_reported() {
+    let got = problems(
+        r#"
+        [server]
+        max_body_bytes = "big"
+        [store]
+        kind = "memory"
+        url = "redis://h:6379"
+        [adaptive]
+        low_in_flight = 100
+        high_in_flight = 10
+        [classifier]
+        margin = 2.0
+        [categories.code]
+        ttl = 5
+        eviction = "fifo"
+        [categories.general]
+        relaxed_threshold = 0.95
+        threshold = 0.9
+        "#,
+    );
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|p| p.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "server.max_body_bytes",
+            "categories.code.ttl",
+            "store.url",
+            "classifier.margin",
+            "adaptive.low_in_flight",
+            "categories.code.eviction",
+            "categories.general.relaxed_threshold",
+        ],
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn an_unread_field_is_not_reported_twice() {
+    // `default_category` of the wrong type falls back to "general", which does not exist
+    // here; only the type problem is reported.
+    let got = problems("[cache]\ndefault_category = 5\n[categories.code]\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("cache.default_category: invalid type"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn category_quotas_eviction_and_relaxed_values() {
+    let config = Config::from_toml(
+        r#"
+        [categories.code]
+        threshold = 0.9
+        relaxed_threshold = 0.85
+        ttl = "1h"
+        relaxed_ttl = "6h"
+        max_bytes = 1048576
+        eviction = "gdsf"
+        [categories.general]
+        "#,
+    )
+    .expect("valid");
+    let code = config.category("code").expect("code exists");
+    assert_eq!(code.max_bytes.map(|n| n.get()), Some(1 << 20));
+    assert_eq!(code.eviction, Eviction::Gdsf);
+    assert_eq!(code.effective_threshold(LoadState::Normal).get(), 0.9);
+    assert_eq!(code.effective_threshold(LoadState::Relaxed).get(), 0.85);
+    assert_eq!(
+        code.effective_ttl(LoadState::Normal),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        code.effective_ttl(LoadState::Relaxed),
+        Duration::from_secs(6 * 3600)
+    );
+    // Unset relaxed values mean no relaxing.
+    let general = config.category("general").expect("general exists");
+    assert_eq!(general.eviction, Eviction::Lru);
+    assert_eq!(general.max_bytes, None);
+    assert_eq!(
+        general.effective_threshold(LoadState::Relaxed),
+        general.threshold
+    );
+    assert_eq!(general.effective_ttl(LoadState::Relaxed), general.ttl);
+
+    check_refused(
+        "[categories.general]\nttl = \"1h\"\nrelaxed_ttl = \"30m\"\nmax_bytes = 0\n",
+        &[
+            "categories.general.relaxed_ttl: 30m is shorter than ttl 1h",
+            "categories.general.max_bytes: 0 must be a positive integer",
+        ],
+    );
+}
+
+#[test]
+fn redis_store_and_admin_token_stay_out_of_debug_output() {
+    let config = Config::from_toml(
+        r#"
+        [store]
+        kind = "redis"
+        url = "redis://:store-password@10.0.0.5:6379/0"
+        key_prefix = "team-a"
+        breaker_failures = 5
+        breaker_retry_after = "500ms"
+        [admin]
+        token = "admin-token-0123456789"
+        "#,
+    )
+    .expect("valid");
+    let StoreSettings::Redis {
+        url, key_prefix, ..
+    } = &config.store
+    else {
+        panic!("expected redis, got {:?}", config.store);
+    };
+    assert_eq!(url.expose(), "redis://:store-password@10.0.0.5:6379/0");
+    assert_eq!(key_prefix, "team-a");
+    assert_eq!(config.store_breaker.failures.get(), 5);
+    assert_eq!(config.store_breaker.retry_after, Duration::from_millis(500));
+    let admin = config.admin.as_ref().expect("admin on");
+    assert!(admin.accepts("admin-token-0123456789"));
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("store-password"), "{printed}");
+    assert!(!printed.contains("admin-token"), "{printed}");
+}
+
+#[test]
+fn admin_is_off_without_a_token() {
+    assert!(Config::from_toml("").expect("valid").admin.is_none());
+    assert!(
+        Config::from_toml("[admin]\n")
+            .expect("valid")
+            .admin
+            .is_none()
+    );
+}
+
+#[test]
+fn reload_names_the_sections_that_need_a_restart() {
+    let check = |old: &str, new: &str, expected: &[&str]| {
+        let old = Config::from_toml(old).expect("old config valid");
+        let new = Config::from_toml(new).expect("new config valid");
+        assert_eq!(old.restart_required(&new), expected, "{old:?} -> {new:?}");
+    };
+    check("", "", &[]);
+    // Live changes.
+    check(
+        "",
+        "[index]\nef_search = 128\ncandidates = 8\n[cache]\nmax_entry_bytes = 10\n\
+         [classifier]\nmargin = 0.2\n[adaptive]\nenabled = true\n\
+         [admin]\ntoken = \"0123456789abcdef\"\n[categories.general]\nthreshold = 0.5\n",
+        &[],
+    );
+    // Restart changes, in section order.
+    check(
+        "",
+        "[server]\nlisten = \"127.0.0.1:9000\"\n[upstream]\ntimeout = \"1m\"\n\
+         [engine]\n[embedder]\nmax_batch = 8\n[index]\nm = 32\n\
+         [store]\nsnapshot = \"s.bin\"\n",
+        &["server", "upstream", "engine", "embedder", "index", "store"],
+    );
+    check("", "[index]\nef_construction = 100\n", &["index"]);
+    check("", "[store]\nbreaker_failures = 9\n", &["store"]);
+}
+
+#[test]
+fn the_default_config_keeps_todays_behaviour() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/default.toml");
+    let config = Config::load(&path).expect("default config valid");
+    assert_eq!(
+        config.store,
+        StoreSettings::Memory {
+            snapshot: Some("cachet-data/snapshot.bin".into()),
+            snapshot_interval: Duration::from_secs(60),
+        }
+    );
+    assert!(!config.adaptive.enabled);
+    assert!(config.admin.is_none());
+    for category in &config.categories {
+        assert_eq!(category.eviction, Eviction::Lru, "{}", category.name);
+        assert_eq!(
+            category.relaxed_threshold, category.threshold,
+            "{}",
+            category.name
+        );
+        assert_eq!(category.relaxed_ttl, category.ttl, "{}", category.name);
+    }
 }

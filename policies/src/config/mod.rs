@@ -1,0 +1,173 @@
+//! The validated configuration: types that cannot hold an invalid value, built from the file
+//! by [`Config::from_toml`], which reports every problem with its field path at once.
+
+mod category;
+mod checker;
+mod parse;
+mod policy;
+mod service;
+mod store;
+
+use std::path::Path;
+
+pub use category::{Category, Eviction, MatchRules, Threshold};
+pub use policy::{AdaptiveSettings, AdminSettings, ClassifierSettings};
+pub use service::{
+    DeviceSpec, EmbedderSettings, EngineSettings, IndexSettings, ServerSettings, UpstreamSettings,
+};
+pub use store::{StoreBreaker, StoreSettings};
+
+use crate::error::{Error, Problem, Result};
+use crate::raw::RawConfig;
+use checker::Checker;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    /// The bundled engine to start as the upstream, if configured.
+    pub engine: Option<EngineSettings>,
+    pub embedder: EmbedderSettings,
+    pub index: IndexSettings,
+    pub store: StoreSettings,
+    pub store_breaker: StoreBreaker,
+    pub cache: CacheSettings,
+    /// The admin API's settings; `None` turns the admin API off.
+    pub admin: Option<AdminSettings>,
+    pub classifier: ClassifierSettings,
+    pub adaptive: AdaptiveSettings,
+    /// In the order written: the first whose rules match classifies a request.
+    pub categories: Vec<Category>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Index into [`Config::categories`] of the category used when no rule matches.
+    pub default_category: usize,
+    pub max_entry_bytes: usize,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates config text, reporting every problem at once: unknown keys and
+    /// values of the wrong type in every section, then every invalid value.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let (raw, mut problems) = parse::parse(text)?;
+        let (config, checked) = match validate(raw) {
+            Ok(config) => (Some(config), Vec::new()),
+            Err(checked) => (None, checked),
+        };
+        // A field that could not be read was validated with its default; what validation
+        // says about it would only repeat the first problem, or mislead.
+        let unread: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+        problems.extend(
+            checked
+                .into_iter()
+                .filter(|p| !unread.iter().any(|path| is_within(&p.path, path))),
+        );
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(Error::Invalid(problems)),
+        }
+    }
+
+    pub fn category(&self, name: &str) -> Option<&Category> {
+        self.categories.iter().find(|c| c.name == name)
+    }
+
+    /// The sections that differ in `new` but take effect only when the gateway restarts:
+    /// the listener, the upstream, the engine, the embedder, the index's graph parameters and
+    /// the store. Everything else (categories, cache, classifier, adaptive, the index's
+    /// `ef_search` and `candidates`, admin) applies to a running gateway.
+    pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
+        [
+            ("server", self.server != new.server),
+            ("upstream", self.upstream != new.upstream),
+            ("engine", self.engine != new.engine),
+            ("embedder", self.embedder != new.embedder),
+            ("index", self.index.graph_differs(&new.index)),
+            (
+                "store",
+                self.store != new.store || self.store_breaker != new.store_breaker,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
+}
+
+/// Whether `path` is `parent` or a field inside it.
+fn is_within(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+fn validate(raw: RawConfig) -> std::result::Result<Config, Vec<Problem>> {
+    let mut c = Checker::default();
+
+    let server = service::server(&mut c, &raw.server);
+    let upstream = service::upstream(&mut c, &raw.upstream);
+    let engine = raw.engine.as_ref().map(|e| service::engine(&mut c, e));
+    let embedder = service::embedder(&mut c, &raw.embedder);
+    let index = service::index(&mut c, &raw.index);
+    let store = store::store(&mut c, &raw.store);
+    let store_breaker = store::breaker(&mut c, &raw.store);
+    let admin = raw.admin.as_ref().and_then(|a| policy::admin(&mut c, a));
+    let classifier = policy::classifier(&mut c, &raw.classifier);
+    let adaptive = policy::adaptive(&mut c, &raw.adaptive);
+
+    let mut categories = Vec::with_capacity(raw.categories.len());
+    for (name, raw_category) in &raw.categories {
+        categories.push(category::category(&mut c, name, raw_category));
+    }
+
+    let default_name = raw.cache.default_category.as_deref().unwrap_or("general");
+    let default_category = match categories.iter().position(|cat| cat.name == default_name) {
+        Some(i) => i,
+        None if raw.categories.is_empty() && raw.cache.default_category.is_none() => {
+            // A config without categories caches everything under one general category.
+            categories.push(Category::general());
+            0
+        }
+        None => {
+            c.report(
+                "cache.default_category",
+                format!("{default_name:?} is not a configured category"),
+            );
+            0
+        }
+    };
+    let cache = CacheSettings {
+        default_category,
+        max_entry_bytes: c
+            .positive("cache.max_entry_bytes", raw.cache.max_entry_bytes, 1 << 20)
+            .get(),
+    };
+
+    let (Some(upstream), true) = (upstream, c.problems.is_empty()) else {
+        return Err(c.problems);
+    };
+    Ok(Config {
+        server,
+        upstream,
+        engine,
+        embedder,
+        index,
+        store,
+        store_breaker,
+        cache,
+        admin,
+        classifier,
+        adaptive,
+        categories,
+    })
+}
