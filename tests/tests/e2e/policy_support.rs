@@ -36,6 +36,9 @@ impl PolicyStack {
             GatewayConfig::default_with_upstream(&upstream.base_url()).expect("default config");
         // One ONNX Runtime thread: several gateways share two cores during a test run.
         config.set("embedder.threads", 1).expect("embedder section");
+        // The default file snapshots to one path under the repository; gateways of parallel
+        // tests must not restore each other's entries from it.
+        let _ = config.remove("store.snapshot");
         edit(&mut config);
         let gateway = Gateway::start(&config).expect("start the gateway");
         Self {
