@@ -229,6 +229,11 @@ fn category_quotas_eviction_and_relaxed_values() {
     );
     assert_eq!(general.effective_ttl(LoadState::Relaxed), general.ttl);
 
+    // An invalid relaxed value is reported once, not also as above the threshold.
+    assert_eq!(
+        problems("[categories.general]\nthreshold = 0.8\nrelaxed_threshold = 1.5\n"),
+        ["categories.general.relaxed_threshold: 1.5 is not between 0 and 1"]
+    );
     check_refused(
         "[categories.general]\nttl = \"1h\"\nrelaxed_ttl = \"30m\"\nmax_bytes = 0\n",
         &[

@@ -167,16 +167,18 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
             "a category name uses only letters, digits, '_' and '-'",
         );
     }
-    let mut threshold_at = |field: &str, value: f64| {
+    // An invalid value is replaced by one that raises no further problem: 1 (serve nothing)
+    // for the threshold, the threshold itself for the relaxed one.
+    let mut threshold_at = |field: &str, value: f64, placeholder: Threshold| {
         Threshold::new(value).unwrap_or_else(|| {
             c.report(at(field), format!("{value} is not between 0 and 1"));
-            Threshold(1.0)
+            placeholder
         })
     };
-    let threshold = threshold_at("threshold", raw.threshold.unwrap_or(0.9));
+    let threshold = threshold_at("threshold", raw.threshold.unwrap_or(0.9), Threshold(1.0));
     let relaxed_threshold = match raw.relaxed_threshold {
         None => threshold,
-        Some(value) => threshold_at("relaxed_threshold", value),
+        Some(value) => threshold_at("relaxed_threshold", value, threshold),
     };
     if relaxed_threshold > threshold {
         c.report(

@@ -22,6 +22,9 @@ const SECTIONS: [&str; 11] = [
     "categories",
 ];
 
+/// Fields that hold secrets: problems with them never quote the value.
+const SECRETS: [&str; 2] = ["store.url", "admin.token"];
+
 /// Parses the text and deserialises each section and each category on its own. Returns the
 /// raw config, with defaults in place of what could not be read, and the problems found.
 pub(super) fn parse(text: &str) -> Result<(RawConfig, Vec<Problem>)> {
@@ -106,10 +109,13 @@ fn section<T: DeserializeOwned + Default>(
         } else {
             format!("{path}.{}", error.path())
         };
-        problems.push(Problem {
-            path: at,
-            message: error.inner().message().to_owned(),
-        });
+        // Serde quotes the value it refused; a secret's value must not reach a log.
+        let message = if SECRETS.contains(&at.as_str()) {
+            "must be a string (the value is not shown: it is a secret)".to_owned()
+        } else {
+            error.inner().message().to_owned()
+        };
+        problems.push(Problem { path: at, message });
         if !remove(&mut table, &keys) {
             return T::default();
         }
@@ -186,6 +192,20 @@ mod tests {
         assert_eq!(
             paths("[categories]\ncode = \"x\"\n"),
             ["categories.code: must be a table, found string"]
+        );
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_type_are_not_quoted() {
+        let got = paths("[admin]\ntoken = 918273645546372819\n[store]\nurl = 918273645546372819\n");
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got.iter().all(|p| !p.contains("918273645546372819")),
+            "{got:#?}"
+        );
+        assert!(
+            got[0].starts_with("admin.token: must be a string"),
+            "{got:#?}"
         );
     }
 

@@ -141,8 +141,13 @@ pub(super) fn adaptive(c: &mut Checker, raw: &RawAdaptive) -> AdaptiveSettings {
         ),
     ];
     for (field, above, low, high) in pairs {
-        if above {
-            let high_field = field.replacen("low", "high", 1);
+        let high_field = field.replacen("low", "high", 1);
+        // A level already refused stands in with its default: comparing it would mislead.
+        let refused = |name: &str| {
+            let path = format!("adaptive.{name}");
+            c.problems.iter().any(|p| p.path == path)
+        };
+        if above && !refused(field) && !refused(&high_field) {
             c.report(
                 format!("adaptive.{field}"),
                 format!(
@@ -216,6 +221,11 @@ mod tests {
                 "adaptive.low_latency: 2s is above high_latency 1s: the low level must not exceed the high one",
                 "adaptive.low_error_rate: 0.2 is above high_error_rate 0.1: the low level must not exceed the high one",
             ]
+        );
+        // A refused level is not compared.
+        assert_eq!(
+            adaptive_problems("high_error_rate = 1.5\nlow_error_rate = 0.5\n"),
+            ["adaptive.high_error_rate: 1.5 is not between 0 and 1"]
         );
         // Equal levels are allowed.
         assert!(adaptive_problems("high_in_flight = 10\nlow_in_flight = 10\n").is_empty());
