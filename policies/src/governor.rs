@@ -236,8 +236,14 @@ mod tests {
         );
     }
 
+    /// Quiet samples (every signal low) a third of the time, so that runs of them long enough
+    /// to leave the relaxed state occur; otherwise anything.
     fn any_sample() -> impl Strategy<Value = LoadSample> {
-        (0usize..300, 0u64..10_000, 0.0f64..=1.0).prop_map(|(n, ms, e)| sample(n, ms, e))
+        prop_oneof![
+            (0usize..=20, 0u64..=1000, 0.0f64..=0.05).prop_map(|(n, ms, e)| sample(n, ms, e)),
+            (0usize..300, 0u64..10_000, 0.0f64..=1.0).prop_map(|(n, ms, e)| sample(n, ms, e)),
+            (0usize..300, 0u64..10_000, 0.0f64..=1.0).prop_map(|(n, ms, e)| sample(n, ms, e)),
+        ]
     }
 
     proptest! {
@@ -271,22 +277,29 @@ mod tests {
             }
         }
 
-        /// A high sample always gives the relaxed state, and until the first high sample the
-        /// state stays normal.
+        /// A high sample always gives the relaxed state, until the first high sample the state
+        /// stays normal, and the normal state returns only at the end of an unbroken run of
+        /// low samples lasting at least `hold`.
         #[test]
-        fn relaxed_only_after_a_high_sample(
+        fn states_follow_the_samples(
             samples in proptest::collection::vec((0u64..20, any_sample()), 1..80),
         ) {
             let s = settings();
             let mut governor = LoadGovernor::new(&s);
             let mut now = Instant::now();
             let mut seen_high = false;
+            let mut low_run_since: Option<Instant> = None;
+            let mut previous = Normal;
             for (step, sample) in samples {
                 now += Duration::from_secs(step);
                 let high = sample.in_flight >= s.high_in_flight
                     || sample.latency_ewma >= s.high_latency
                     || sample.error_rate >= s.high_error_rate;
+                let low = sample.in_flight <= s.low_in_flight
+                    && sample.latency_ewma <= s.low_latency
+                    && sample.error_rate <= s.low_error_rate;
                 seen_high |= high;
+                low_run_since = if low && !high { low_run_since.or(Some(now)) } else { None };
                 let state = governor.observe(sample, now);
                 if high {
                     prop_assert_eq!(state, Relaxed);
@@ -294,6 +307,11 @@ mod tests {
                 if !seen_high {
                     prop_assert_eq!(state, Normal);
                 }
+                if previous == Relaxed && state == Normal {
+                    let since = low_run_since.expect("left relaxed on a low sample");
+                    prop_assert!(now.duration_since(since) >= s.hold);
+                }
+                previous = state;
             }
         }
     }
