@@ -15,7 +15,10 @@ mod vector_index;
 
 pub use error::{Error, Result};
 pub use params::{IndexParams, IndexTuning, MAX_M};
-pub use store::{MemoryStore, StoredEntry};
+pub use store::{
+    Change, EntryMeta, EntryStore, MemoryStore, OriginFilter, RedisOptions, RedisStore,
+    SnapshotStats, StoredEntry,
+};
 pub use vector_index::{IndexStats, Neighbor, NewEntry, VectorIndex};
 
 /// Identifies a cached entry; the gateway derives it from the exact-match key hash.

@@ -4,48 +4,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use parking_lot::RwLock;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
 
-use crate::EntryId;
+use super::{EntryMeta, EntryStore, StoredEntry};
+use crate::{EntryId, Result};
 
 /// Independent locks over the map, so concurrent requests rarely wait on one another.
 const SHARDS: usize = 16;
 
-/// One cached response with what is needed to index it again after a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEntry {
-    pub id: EntryId,
-    pub category: String,
-    pub partition: u64,
-    pub vector: Vec<f32>,
-    /// The cached response, opaque to the store.
-    pub body: Bytes,
-    pub created_at_ms: u64,
-    pub expires_at_ms: u64,
-}
-
-impl StoredEntry {
-    /// Whether the entry has expired at `now_ms`; the expiry instant itself counts as expired,
-    /// as it does in the vector index.
-    pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms <= now_ms
-    }
-
-    /// Approximate heap and inline bytes the entry occupies, for memory quotas.
-    pub fn size_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.category.len()
-            + std::mem::size_of_val(self.vector.as_slice())
-            + self.body.len()
-    }
-}
+type Shard = RwLock<HashMap<EntryId, Arc<StoredEntry>>>;
 
 /// A concurrent map from entry id to entry, for a gateway that runs without Redis.
+///
+/// Its inherent methods are synchronous and infallible; the [`EntryStore`] impl wraps them in
+/// ready futures. With the trait in scope, `store.get(..)` on a `MemoryStore` still calls the
+/// inherent method (Rust prefers it); through `dyn EntryStore` it is the async one.
 #[derive(Debug)]
 pub struct MemoryStore {
-    shards: Vec<RwLock<HashMap<EntryId, Arc<StoredEntry>>>>,
+    shards: Vec<Shard>,
     size_bytes: AtomicUsize,
+    /// Serialises snapshot writers, since they share one temporary file name.
+    pub(super) saving: Mutex<()>,
 }
 
 impl Default for MemoryStore {
@@ -59,10 +40,11 @@ impl MemoryStore {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             size_bytes: AtomicUsize::new(0),
+            saving: Mutex::new(()),
         }
     }
 
-    fn shard(&self, id: EntryId) -> &RwLock<HashMap<EntryId, Arc<StoredEntry>>> {
+    fn shard(&self, id: EntryId) -> &Shard {
         // Ids are hashes already, so their low bits spread evenly over the shards.
         &self.shards[(id % SHARDS as u64) as usize]
     }
@@ -81,9 +63,9 @@ impl MemoryStore {
         let added = entry.size_bytes();
         // The size is adjusted under the shard lock so that a concurrent replacement can never
         // subtract an entry's size before it was added, which would wrap the counter.
-        let mut shard = self.shard(entry.id).write();
+        let mut shard = self.shard(entry.meta.id).write();
         self.size_bytes.fetch_add(added, Ordering::Relaxed);
-        if let Some(old) = shard.insert(entry.id, Arc::new(entry)) {
+        if let Some(old) = shard.insert(entry.meta.id, Arc::new(entry)) {
             self.size_bytes
                 .fetch_sub(old.size_bytes(), Ordering::Relaxed);
         }
@@ -119,6 +101,30 @@ impl MemoryStore {
         purged
     }
 
+    /// Metadata of every entry live at `now_ms`, in no particular order.
+    pub fn scan(&self, now_ms: u64) -> Vec<EntryMeta> {
+        self.live_entries(now_ms)
+            .into_iter()
+            .map(|entry| entry.meta.clone())
+            .collect()
+    }
+
+    /// Every entry live at `now_ms`. Each shard is read under its own lock, one after another,
+    /// so writers wait for at most one shard's copy of pointers.
+    pub(super) fn live_entries(&self, now_ms: u64) -> Vec<Arc<StoredEntry>> {
+        let mut live = Vec::new();
+        for shard in &self.shards {
+            live.extend(
+                shard
+                    .read()
+                    .values()
+                    .filter(|entry| !entry.is_expired(now_ms))
+                    .cloned(),
+            );
+        }
+        live
+    }
+
     /// Entries held, including expired ones not purged yet.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.read().len()).sum()
@@ -134,21 +140,47 @@ impl MemoryStore {
     }
 }
 
+impl EntryStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn get(&self, id: EntryId, now_ms: u64) -> BoxFuture<'_, Result<Option<Arc<StoredEntry>>>> {
+        futures::future::ready(Ok(MemoryStore::get(self, id, now_ms))).boxed()
+    }
+
+    fn put(&self, entry: StoredEntry) -> BoxFuture<'_, Result<()>> {
+        MemoryStore::put(self, entry);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn remove(&self, ids: Vec<EntryId>) -> BoxFuture<'_, Result<usize>> {
+        let existed = ids
+            .into_iter()
+            .filter(|&id| MemoryStore::remove(self, id).is_some())
+            .count();
+        futures::future::ready(Ok(existed)).boxed()
+    }
+
+    fn scan(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<EntryMeta>>> {
+        futures::future::ready(Ok(MemoryStore::scan(self, now_ms))).boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn purge_expired(&self, now_ms: u64) -> BoxFuture<'_, Result<usize>> {
+        futures::future::ready(Ok(MemoryStore::purge_expired(self, now_ms))).boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
 
-    fn entry(id: EntryId, body: &str, expires_at_ms: u64) -> StoredEntry {
-        StoredEntry {
-            id,
-            category: "code".to_owned(),
-            partition: 7,
-            vector: vec![0.5; 4],
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            created_at_ms: 100,
-            expires_at_ms,
-        }
-    }
+    use super::*;
+    use crate::store::test_support::entry;
 
     #[test]
     fn get_returns_live_entries_only() {
@@ -189,7 +221,7 @@ mod tests {
         let store = MemoryStore::new();
         store.put(entry(1, "x", 1_000));
         store.put(entry(2, "y", 1_000));
-        assert_eq!(store.remove(1).unwrap().id, 1);
+        assert_eq!(store.remove(1).unwrap().meta.id, 1);
         assert!(store.remove(1).is_none());
         assert_eq!(store.len(), 1);
         assert_eq!(store.size_bytes(), entry(2, "y", 1_000).size_bytes());
@@ -207,8 +239,24 @@ mod tests {
         assert_eq!(store.purge_expired(500), 20);
         assert_eq!(store.len(), 20);
         assert!((0..40).all(|id| store.get(id, 0).is_some() == (id % 2 == 1)));
-        assert_eq!(store.size_bytes(), 20 * entry(1, "body", 0).size_bytes());
+        let sizes: usize = (0..40)
+            .filter(|id| id % 2 == 1)
+            .map(|id| entry(id, "body", 0).size_bytes())
+            .sum();
+        assert_eq!(store.size_bytes(), sizes);
         assert_eq!(store.purge_expired(500), 0);
+    }
+
+    #[test]
+    fn scan_lists_metadata_of_live_entries() {
+        let store = MemoryStore::new();
+        for id in 0..20 {
+            store.put(entry(id, "body", if id < 5 { 50 } else { 500 }));
+        }
+        let mut metas = store.scan(50);
+        metas.sort_by_key(|meta| meta.id);
+        let expected: Vec<_> = (5..20).map(|id| entry(id, "body", 500).meta).collect();
+        assert_eq!(metas, expected);
     }
 
     #[test]
@@ -230,6 +278,28 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(store.len(), 2_000);
-        assert_eq!(store.size_bytes(), 2_000 * entry(0, "v", 0).size_bytes());
+        let sizes: usize = store.live_entries(0).iter().map(|e| e.size_bytes()).sum();
+        assert_eq!(store.size_bytes(), sizes);
+    }
+
+    #[test]
+    fn trait_methods_match_the_inherent_ones() {
+        let store = MemoryStore::new();
+        let dyn_store: &dyn EntryStore = &store;
+        assert_eq!(dyn_store.kind(), "memory");
+        futures::executor::block_on(async {
+            dyn_store.put(entry(1, "a", 100)).await.unwrap();
+            dyn_store.put(entry(2, "b", 10)).await.unwrap();
+            dyn_store.ping().await.unwrap();
+            assert_eq!(dyn_store.get(1, 50).await.unwrap().unwrap().body, "a");
+            assert!(dyn_store.get(2, 50).await.unwrap().is_none());
+            assert_eq!(
+                dyn_store.scan(50).await.unwrap(),
+                vec![entry(1, "a", 100).meta]
+            );
+            assert_eq!(dyn_store.purge_expired(50).await.unwrap(), 1);
+            assert_eq!(dyn_store.remove(vec![1, 2, 3]).await.unwrap(), 1);
+            assert!(store.is_empty());
+        });
     }
 }
