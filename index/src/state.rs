@@ -218,22 +218,59 @@ impl State {
             .collect()
     }
 
-    /// Evicts the earliest-expiring entries (the oldest, when all share one TTL) until at most
-    /// `max_entries` remain, never evicting `keep`, the entry just inserted.
-    pub(crate) fn evict_over_quota(&mut self, max_entries: usize, keep: PointNo) -> Vec<EntryId> {
-        let mut evicted = Vec::new();
-        while self.entries.len() > max_entries {
-            let victim = self
-                .expiry
-                .iter()
-                .map(|&(_, point)| point)
-                .find(|&point| point != keep);
-            match victim.and_then(|point| self.kill(point)) {
-                Some(meta) => evicted.push(meta.id),
-                None => break,
+    /// The entry expired at `now_ms` that expires soonest (the oldest among equals), other
+    /// than `keep`: the first victim when the quota is exceeded.
+    pub(crate) fn expired_victim(&self, now_ms: u64, keep: Option<EntryId>) -> Option<EntryId> {
+        let keep = keep.and_then(|id| self.entries.get(&id).copied());
+        self.expiry
+            .range(..=(now_ms, PointNo::MAX))
+            .map(|&(_, point)| point)
+            .find(|&point| Some(point) != keep)
+            .and_then(|point| self.points.get(&point))
+            .map(|meta| meta.id)
+    }
+
+    pub(crate) fn contains(&self, id: EntryId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    /// The ids of live entries for which `keep(id, partition)` holds.
+    pub(crate) fn ids_where(&self, keep: impl Fn(EntryId, u64) -> bool) -> Vec<EntryId> {
+        self.points
+            .values()
+            .filter(|meta| keep(meta.id, meta.partition))
+            .map(|meta| meta.id)
+            .collect()
+    }
+
+    /// Forgets every entry; returns how many there were. The point numbers keep growing, so
+    /// that a rebuild running meanwhile finds none of its points live and its graph is dropped.
+    pub(crate) fn clear(&mut self) -> usize {
+        let cleared = self.entries.len();
+        self.entries.clear();
+        self.points.clear();
+        self.partitions.clear();
+        self.expiry.clear();
+        let fresh = Segment::new(&self.params, GROWING_CAPACITY_HINT);
+        self.segments = vec![SegmentSlot {
+            segment: Arc::new(fresh),
+            start: self.next_point,
+            n_points: 0,
+            n_live: 0,
+        }];
+        cleared
+    }
+
+    /// Uncounts points allocated but never added to a graph because they died before their
+    /// vectors were inserted (an insert batch that replaced or evicted its own entries), so
+    /// that they do not count as tombstones towards a rebuild.
+    pub(crate) fn forget_unbuilt(&mut self, points: impl IntoIterator<Item = PointNo>) {
+        let growing = self.growing_mut();
+        for point in points {
+            if point >= growing.start && growing.n_points > growing.n_live {
+                growing.n_points -= 1;
             }
         }
-        evicted
     }
 
     /// Turns a live point into a tombstone: forgets its metadata and vector; the graph keeps

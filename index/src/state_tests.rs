@@ -133,13 +133,64 @@ fn wants_rebuild_follows_the_dead_ratio() {
 }
 
 #[test]
-fn eviction_takes_soonest_expiry_first_and_spares_keep() {
+fn expired_victim_is_the_soonest_expired_other_than_keep() {
     let mut state = state();
-    let (a, _) = state.allocate(1, 0, &unit(1), 300);
+    state.allocate(1, 0, &unit(1), 300);
     state.allocate(2, 0, &unit(2), 100);
-    let (c, _) = state.allocate(3, 0, &unit(3), 50);
-    assert_eq!(state.evict_over_quota(1, c), vec![2, 1]);
-    assert!(state.point(a).is_none());
-    assert_eq!(state.len(), 1);
+    state.allocate(3, 0, &unit(3), 50);
+    assert_eq!(state.expired_victim(40, None), None, "nothing expired yet");
+    assert_eq!(state.expired_victim(100, None), Some(3));
+    assert_eq!(state.expired_victim(100, Some(3)), Some(2));
+    assert_eq!(state.expired_victim(50, Some(3)), None);
+    // Equal expiry: the older entry first.
+    state.allocate(4, 0, &unit(4), 100);
+    state.remove_entry(3);
+    assert_eq!(state.expired_victim(100, None), Some(2));
+    assert_eq!(state.expired_victim(100, Some(2)), Some(4));
+}
+
+#[test]
+fn clear_forgets_everything_but_keeps_numbering_points() {
+    let mut state = state();
+    for id in 0..4 {
+        state.allocate(id, id % 2, &unit(id as usize), 100);
+    }
+    assert_eq!(state.clear(), 4);
+    assert_eq!(state.len(), 0);
+    let counts = state.counts();
+    assert_eq!(
+        (counts.segments, counts.graph_points, counts.partitions),
+        (1, 0, 0)
+    );
+    let (point, _) = state.allocate(9, 0, &unit(9), 100);
+    assert_eq!(point, 4, "point numbers are never reused");
+    assert_eq!(state.segments[0].start, 4);
+    assert_eq!(state.ids_where(|id, _| id == 9), vec![9]);
+    check_consistent(&state);
+}
+
+#[test]
+fn ids_where_sees_id_and_partition() {
+    let mut state = state();
+    for id in 0..6 {
+        state.allocate(id, id % 3, &unit(id as usize), 100);
+    }
+    let mut found = state.ids_where(|id, partition| partition == 2 || id == 0);
+    found.sort_unstable();
+    assert_eq!(found, vec![0, 2, 5]);
+}
+
+#[test]
+fn unbuilt_points_do_not_count_as_tombstones() {
+    let mut state = state();
+    let (a, _) = state.allocate(1, 0, &unit(1), 100);
+    let (b, _) = state.allocate(2, 0, &unit(2), 100);
+    let (c, _) = state.allocate(1, 0, &unit(3), 100);
+    state.remove_entry(2);
+    assert_eq!(state.counts().dead_points, 2);
+    state.forget_unbuilt([a, b]);
+    let counts = state.counts();
+    assert_eq!((counts.graph_points, counts.dead_points), (1, 0));
+    assert!(state.point(c).is_some());
     check_consistent(&state);
 }

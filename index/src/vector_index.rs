@@ -1,11 +1,11 @@
-//! `VectorIndex`: one category's vectors, searchable per partition, with expiry, quotas and
-//! background compaction.
+//! `VectorIndex`: one category's vectors, searchable per partition, with expiry, quotas,
+//! eviction and background compaction.
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -13,6 +13,7 @@ use crate::EntryId;
 use crate::compaction;
 use crate::distance::normalized;
 use crate::error::Result;
+use crate::eviction::{self, EvictionOrder, Quota};
 use crate::params::{IndexParams, IndexTuning};
 use crate::search::{self, Plan, Request};
 use crate::state::State;
@@ -25,13 +26,22 @@ pub struct Neighbor {
     pub similarity: f32,
 }
 
-/// One entry of [`VectorIndex::insert_batch`], with the meaning of `insert`'s arguments.
+/// An entry to insert, see [`VectorIndex::insert`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewEntry<'a> {
     pub id: EntryId,
+    /// The tenant and context partition searches are confined to.
     pub partition: u64,
+    /// Any non-zero finite vector of the index's dimension; the index normalises it.
     pub vector: &'a [f32],
+    /// Unix milliseconds at which the entry expires.
     pub expires_at_ms: u64,
+    /// What the entry costs to hold (its stored size), counted against the quota's
+    /// `max_bytes` and dividing its GDSF priority.
+    pub size_bytes: usize,
+    /// What the entry cost to produce (for example upstream tokens or milliseconds), which
+    /// GDSF weighs against its size; negative or non-finite costs count as zero.
+    pub cost: f32,
 }
 
 /// A snapshot of the index's size, for metrics and the admin API.
@@ -39,6 +49,8 @@ pub struct NewEntry<'a> {
 pub struct IndexStats {
     /// Entries held, including expired ones not purged yet.
     pub entries: usize,
+    /// Sum of the entries' `size_bytes`.
+    pub size_bytes: usize,
     pub partitions: usize,
     /// Nodes in the HNSW graphs, live or tombstoned.
     pub graph_points: usize,
@@ -58,6 +70,12 @@ pub struct IndexStats {
 /// and adds its vector to the graph after releasing it. An insert walks the graph (about a
 /// millisecond at 100k entries), so async callers should run it on a blocking thread.
 ///
+/// The [`Quota`] bounds entries and bytes. Past it, inserts evict expired entries first, then
+/// the entries its [`EvictionPolicy`](crate::EvictionPolicy) ranks lowest, and return their ids
+/// so the caller can delete them from its entry store. The eviction order has its own mutex,
+/// so [`Self::touch`] (one per cache hit) costs an O(log n) update and never waits for
+/// searches. Writers take the state lock, then the eviction lock.
+///
 /// Entries removed, replaced, evicted or expired become tombstones in the graph. Once more
 /// than [`IndexTuning::rebuild_dead_ratio`] of the graph's nodes are tombstones, the graph is
 /// rebuilt from the live vectors on a background thread while searches continue on the old
@@ -72,8 +90,8 @@ pub struct VectorIndex {
 pub(crate) struct Shared {
     pub(crate) params: IndexParams,
     pub(crate) tuning: IndexTuning,
-    pub(crate) max_entries: Option<NonZeroUsize>,
     pub(crate) state: RwLock<State>,
+    order: Mutex<EvictionOrder>,
     pub(crate) rebuilds_completed: AtomicU64,
     rebuild_thread: Mutex<RebuildThread>,
 }
@@ -110,7 +128,7 @@ impl fmt::Debug for VectorIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VectorIndex")
             .field("params", &self.shared.params)
-            .field("max_entries", &self.shared.max_entries)
+            .field("quota", &self.quota())
             .field("stats", &self.stats())
             .finish()
     }
@@ -120,35 +138,31 @@ impl VectorIndex {
     /// An empty index. Parameters outside the graph library's range are moved into it (with a
     /// warning), because the library would otherwise exit the process; use
     /// [`Self::try_new`] to reject them instead.
-    pub fn new(params: IndexParams, max_entries: Option<NonZeroUsize>) -> Self {
+    pub fn new(params: IndexParams, quota: Quota) -> Self {
         if let Err(error) = params.validate() {
             tracing::warn!(%error, "clamping invalid vector index parameters");
         }
-        Self::build(params.clamped(), max_entries, IndexTuning::default())
+        Self::build(params.clamped(), quota, IndexTuning::default())
     }
 
     /// An empty index, or an error when a parameter is out of range.
-    pub fn try_new(params: IndexParams, max_entries: Option<NonZeroUsize>) -> Result<Self> {
-        Self::with_tuning(params, max_entries, IndexTuning::default())
+    pub fn try_new(params: IndexParams, quota: Quota) -> Result<Self> {
+        Self::with_tuning(params, quota, IndexTuning::default())
     }
 
     /// An empty index with non-default search and compaction tuning.
-    pub fn with_tuning(
-        params: IndexParams,
-        max_entries: Option<NonZeroUsize>,
-        tuning: IndexTuning,
-    ) -> Result<Self> {
+    pub fn with_tuning(params: IndexParams, quota: Quota, tuning: IndexTuning) -> Result<Self> {
         params.validate()?;
-        Ok(Self::build(params, max_entries, tuning))
+        Ok(Self::build(params, quota, tuning))
     }
 
-    fn build(params: IndexParams, max_entries: Option<NonZeroUsize>, tuning: IndexTuning) -> Self {
+    fn build(params: IndexParams, quota: Quota, tuning: IndexTuning) -> Self {
         Self {
             shared: Arc::new(Shared {
                 params,
                 tuning,
-                max_entries,
                 state: RwLock::new(State::new(params)),
+                order: Mutex::new(EvictionOrder::new(quota)),
                 rebuilds_completed: AtomicU64::new(0),
                 rebuild_thread: Mutex::new(RebuildThread::default()),
             }),
@@ -163,27 +177,54 @@ impl VectorIndex {
         &self.shared.tuning
     }
 
-    /// Adds `vector` as entry `id` of `partition`, expiring at `expires_at_ms` (unix millis).
-    /// The vector is normalised to unit length. Re-inserting an id replaces its old vector.
+    pub fn quota(&self) -> Quota {
+        self.shared.order.lock().quota()
+    }
+
+    /// Replaces the quota (a configuration reload) and evicts at once whatever it no longer
+    /// allows; returns the evicted ids. A new eviction policy re-ranks every entry, O(n log n).
+    pub fn set_quota(&self, quota: Quota) -> Vec<EntryId> {
+        let evicted = {
+            let mut state = self.shared.state.write();
+            let mut order = self.shared.order.lock();
+            order.set_quota(quota);
+            eviction::evict_over_quota(&mut state, &mut order, unix_now_ms())
+        };
+        if !evicted.is_empty() {
+            self.maybe_rebuild();
+        }
+        evicted
+    }
+
+    /// Adds `entry.vector` as entry `entry.id` of `entry.partition`, normalised to unit
+    /// length. Re-inserting an id replaces its old vector and starts its eviction history
+    /// afresh.
     ///
-    /// Returns the ids evicted to stay within `max_entries`: the entries that expire soonest
-    /// (with one TTL per category, the oldest), never the entry just inserted. The caller
-    /// removes them from its entry store.
-    pub fn insert(
-        &self,
-        id: EntryId,
-        partition: u64,
-        vector: &[f32],
-        expires_at_ms: u64,
-    ) -> Result<Vec<EntryId>> {
-        let unit = normalized(vector, self.shared.params.dim)?;
+    /// Returns the ids evicted to stay within the quota: entries already expired (by the
+    /// system clock) first, then the policy's lowest ranked, never the entry just inserted.
+    /// One exception: an entry larger than the quota's `max_bytes` on its own is not admitted
+    /// (any older entry with its id is removed too) and its own id is returned, so that the
+    /// caller deletes it from its entry store like any other evicted entry. Refusing it with
+    /// an error instead would make one oversized answer fail a whole [`Self::insert_batch`].
+    pub fn insert(&self, entry: NewEntry<'_>) -> Result<Vec<EntryId>> {
+        let unit = normalized(entry.vector, self.shared.params.dim)?;
         let (point, growing, evicted) = {
             let mut state = self.shared.state.write();
-            let (point, growing) = state.allocate(id, partition, &unit, expires_at_ms);
-            let evicted = match self.shared.max_entries {
-                Some(max) => state.evict_over_quota(max.get(), point),
-                None => Vec::new(),
-            };
+            let mut order = self.shared.order.lock();
+            if !order.quota().admits(entry.size_bytes) {
+                let replaced = state.remove_entry(entry.id);
+                if replaced {
+                    order.remove(entry.id);
+                }
+                drop((state, order));
+                if replaced {
+                    self.maybe_rebuild();
+                }
+                return Ok(vec![entry.id]);
+            }
+            let (point, growing) =
+                state.allocate(entry.id, entry.partition, &unit, entry.expires_at_ms);
+            let evicted = eviction::admit(&mut state, &mut order, unix_now_ms(), &entry);
             (point, growing, evicted)
         };
         // The graph synchronises itself, so the slow part runs without the index lock; the
@@ -196,8 +237,10 @@ impl VectorIndex {
     /// Inserts many entries at once, building their graph links on all cores; meant for
     /// filling the index at start-up (for example from Redis). Either every vector is valid
     /// and all are inserted, or nothing changes. Later entries replace earlier ones with the
-    /// same id. Returns the ids evicted to stay within `max_entries`, which may include
-    /// entries of the batch when the batch alone exceeds it (never its last entry).
+    /// same id. Evicts exactly as the same inserts one by one would, and returns the ids
+    /// evicted or refused, each once, leaving out those that a later entry of the batch
+    /// brought back; they may include entries of the batch when the batch alone exceeds the
+    /// quota (never its last admitted entry).
     pub fn insert_batch(&self, batch: &[NewEntry<'_>]) -> Result<Vec<EntryId>> {
         let dim = self.shared.params.dim;
         let units = batch
@@ -206,26 +249,70 @@ impl VectorIndex {
             .collect::<Result<Vec<_>>>()?;
         let (points, growing, evicted) = {
             let mut state = self.shared.state.write();
+            let mut order = self.shared.order.lock();
+            let quota = order.quota();
             let mut points = Vec::with_capacity(batch.len());
+            let mut evicted = Vec::new();
             let mut growing = None;
+            let now_ms = unix_now_ms();
             for (entry, unit) in batch.iter().zip(units) {
+                if !quota.admits(entry.size_bytes) {
+                    if state.remove_entry(entry.id) {
+                        order.remove(entry.id);
+                    }
+                    evicted.push(entry.id);
+                    continue;
+                }
                 let (point, segment) =
                     state.allocate(entry.id, entry.partition, &unit, entry.expires_at_ms);
+                evicted.extend(eviction::admit(&mut state, &mut order, now_ms, entry));
                 points.push((point, unit));
                 growing = Some(segment);
             }
-            let evicted = match (self.shared.max_entries, points.last()) {
-                (Some(max), Some(&(last, _))) => state.evict_over_quota(max.get(), last),
-                _ => Vec::new(),
-            };
-            (points, growing, evicted)
+            // An id evicted or refused and then inserted again later in the batch is live.
+            let mut seen = std::collections::HashSet::new();
+            evicted.retain(|&id| !state.contains(id) && seen.insert(id));
+            let (live, dead): (Vec<_>, Vec<_>) = points
+                .into_iter()
+                .partition(|(point, _)| state.point(*point).is_some());
+            state.forget_unbuilt(dead.into_iter().map(|(point, _)| point));
+            (live, growing, evicted)
         };
-        // All allocations happened under one lock hold, so they share one growing segment.
-        if let Some(growing) = growing {
+        // All allocations happened under one lock hold, so the live ones share the growing
+        // segment of the last allocation (a segment is only replaced once all its points died).
+        if let Some(growing) = growing
+            && !points.is_empty()
+        {
             growing.insert_many(points);
         }
         self.maybe_rebuild();
         Ok(evicted)
+    }
+
+    /// Counts a cache hit on `id` at `now_ms` (unix millis) for the eviction policy: the entry
+    /// becomes the most recently used and its frequency grows. Unknown ids and entries expired
+    /// at `now_ms` are ignored. Takes only the eviction lock, for O(log n).
+    pub fn touch(&self, id: EntryId, now_ms: u64) {
+        self.shared.order.lock().touch(id, now_ms);
+    }
+
+    /// Sum of the held entries' `size_bytes`.
+    pub fn size_bytes(&self) -> usize {
+        self.shared.order.lock().total_bytes()
+    }
+
+    /// Drops every entry (for a resync from the entry store); returns how many there were.
+    /// The quota stays.
+    pub fn clear(&self) -> usize {
+        let mut state = self.shared.state.write();
+        self.shared.order.lock().clear();
+        state.clear()
+    }
+
+    /// The ids of held entries for which `f(id, partition)` holds, for invalidation; the
+    /// predicate runs under the read lock, so it should be quick.
+    pub fn ids_where(&self, f: impl Fn(EntryId, u64) -> bool) -> Vec<EntryId> {
+        self.shared.state.read().ids_where(f)
     }
 
     /// The `k` entries of `partition` most similar to `vector`, best first, leaving out
@@ -258,7 +345,14 @@ impl VectorIndex {
 
     /// Removes entry `id`; returns whether it was present.
     pub fn remove(&self, id: EntryId) -> bool {
-        let removed = self.shared.state.write().remove_entry(id);
+        let removed = {
+            let mut state = self.shared.state.write();
+            let removed = state.remove_entry(id);
+            if removed {
+                self.shared.order.lock().remove(id);
+            }
+            removed
+        };
         if removed {
             self.maybe_rebuild();
         }
@@ -267,7 +361,15 @@ impl VectorIndex {
 
     /// Removes every entry expired at `now_ms` and returns their ids.
     pub fn purge_expired(&self, now_ms: u64) -> Vec<EntryId> {
-        let purged = self.shared.state.write().purge_expired(now_ms);
+        let purged = {
+            let mut state = self.shared.state.write();
+            let purged = state.purge_expired(now_ms);
+            let mut order = self.shared.order.lock();
+            for &id in &purged {
+                order.remove(id);
+            }
+            purged
+        };
         if !purged.is_empty() {
             self.maybe_rebuild();
         }
@@ -289,6 +391,7 @@ impl VectorIndex {
         let counts = state.counts();
         IndexStats {
             entries: state.len(),
+            size_bytes: self.size_bytes(),
             partitions: counts.partitions,
             graph_points: counts.graph_points,
             dead_points: counts.dead_points,
@@ -351,6 +454,16 @@ impl VectorIndex {
             Err(error) => tracing::warn!(%error, "failed to start vector index rebuild thread"),
         }
     }
+}
+
+/// The system clock in unix milliseconds, which decides what counts as expired when an
+/// insert or a quota change must evict (expiry times are unix milliseconds too).
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 #[cfg(test)]
