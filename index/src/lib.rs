@@ -6,6 +6,7 @@
 mod compaction;
 mod distance;
 mod error;
+mod eviction;
 mod params;
 mod search;
 mod segment;
@@ -14,6 +15,7 @@ mod store;
 mod vector_index;
 
 pub use error::{Error, Result};
+pub use eviction::{EvictionPolicy, Quota};
 pub use params::{IndexParams, IndexTuning, MAX_M};
 pub use store::{
     Change, EntryMeta, EntryStore, MemoryStore, OriginFilter, RedisOptions, RedisStore,
