@@ -183,20 +183,19 @@ impl Feed {
         })
     }
 
-    /// The stream's oldest message id and the messages after `position`, waiting up to
-    /// [`BLOCK`] for some.
+    /// The messages after `position`, waiting up to [`BLOCK`] for some, and the stream's
+    /// oldest message id just after they were read.
+    ///
+    /// The `XRANGE` rides in the same pipeline behind the `XREAD`; Redis runs a client's
+    /// commands in order, so it sees the stream as it was when the read returned: if trimming
+    /// dropped messages between `position` and what the read returned, the oldest id is then
+    /// past `position`.
     async fn read(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         position: Position,
     ) -> Result<(Option<StreamId>, Vec<Message>)> {
         let mut pipe = redis::pipe();
-        pipe.cmd("XRANGE")
-            .arg(&self.log_key)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
         pipe.cmd("XREAD")
             .arg("COUNT")
             .arg(BATCH)
@@ -205,11 +204,17 @@ impl Feed {
             .arg("STREAMS")
             .arg(&self.log_key)
             .arg(position.last.arg());
+        pipe.cmd("XRANGE")
+            .arg(&self.log_key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
         let bound = BLOCK + self.response_timeout * 2;
-        let (oldest, reply): (Value, Value) =
+        let (reply, oldest): (Value, Value) =
             bounded("xread", bound, pipe.query_async(conn)).await?;
-        let oldest = parse_messages(oldest).map_err(|reason| protocol("xrange", reason))?;
         let messages = parse_xread(reply).map_err(|reason| protocol("xread", reason))?;
+        let oldest = parse_messages(oldest).map_err(|reason| protocol("xrange", reason))?;
         Ok((oldest.first().map(|(id, _)| *id), messages))
     }
 

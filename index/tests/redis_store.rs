@@ -1,0 +1,477 @@
+//! RedisStore against a real `redis-server` started per test on a free port: storage, expiry,
+//! the change feed between two stores, and behaviour while Redis is killed, restarted, paused.
+
+// Tests may unwrap: a panic there is a test failure with a backtrace.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cachet_index::{
+    Change, EntryMeta, EntryStore, Error, OriginFilter, RedisOptions, RedisStore, StoredEntry,
+};
+use tokio::sync::mpsc;
+
+/// A `redis-server` child on its own port, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self { port, child: None };
+        server.restart();
+        server
+    }
+
+    /// Starts the server on this port (again) and waits until it answers.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.raw().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn raw(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_millis(200))?;
+        redis::cmd("PING").query::<String>(&mut conn)?;
+        Ok(conn)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A paused server must be resumed to die; errors are moot while tearing down.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn options(server: &RedisServer) -> RedisOptions {
+    RedisOptions {
+        url: server.url(),
+        key_prefix: "t".to_owned(),
+        connect_timeout: CONNECT_TIMEOUT,
+        response_timeout: RESPONSE_TIMEOUT,
+        stream_max_len: 1_000,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn entry(id: u64, body: &str, expires_at_ms: u64) -> StoredEntry {
+    StoredEntry {
+        meta: EntryMeta {
+            id,
+            category: "code".to_owned(),
+            tenant: "ab12".to_owned(),
+            partition: 9,
+            vector: vec![0.25, -1.0, 3.5],
+            question: Some(format!("what is {id}?")),
+            created_at_ms: 1,
+            expires_at_ms,
+            cost: 42.5,
+        },
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+fn hour() -> u64 {
+    now_ms() + 3_600_000
+}
+
+/// The next change, or a failure after `within`.
+async fn next(feed: &mut mpsc::Receiver<Change>, within: Duration) -> Change {
+    tokio::time::timeout(within, feed.recv())
+        .await
+        .expect("a change in time")
+        .expect("the feed is open")
+}
+
+/// Retries `op` until it succeeds; panics after `within`.
+async fn eventually<T, F: std::future::Future<Output = cachet_index::Result<T>>>(
+    within: Duration,
+    mut op: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("still failing: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_remove_scan() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    assert_eq!(store.kind(), "redis");
+    let expires = hour();
+    let mut bare = entry(3, "", expires);
+    bare.meta.question = None;
+    bare.meta.vector.clear();
+    for e in [
+        entry(1, "one", expires),
+        entry(2, "two", expires),
+        bare.clone(),
+    ] {
+        store.put(e).await.unwrap();
+    }
+    let now = now_ms();
+    assert_eq!(
+        *store.get(1, now).await.unwrap().unwrap(),
+        entry(1, "one", expires)
+    );
+    assert_eq!(*store.get(3, now).await.unwrap().unwrap(), bare);
+    assert!(store.get(4, now).await.unwrap().is_none());
+
+    let mut metas = store.scan(now).await.unwrap();
+    metas.sort_by_key(|meta| meta.id);
+    assert_eq!(
+        metas,
+        vec![
+            entry(1, "", expires).meta,
+            entry(2, "", expires).meta,
+            bare.meta
+        ]
+    );
+
+    assert_eq!(store.remove(vec![1, 99]).await.unwrap(), 1);
+    assert_eq!(store.remove(vec![]).await.unwrap(), 0);
+    assert!(store.get(1, now).await.unwrap().is_none());
+    assert_eq!(store.scan(now).await.unwrap().len(), 2);
+
+    // A replacement leaves no stale field behind (the question is gone, not kept).
+    let mut replaced = entry(2, "new", expires);
+    replaced.meta.question = None;
+    store.put(replaced.clone()).await.unwrap();
+    assert_eq!(*store.get(2, now).await.unwrap().unwrap(), replaced);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_in_redis_and_purge_prunes_the_id_set() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let short = now_ms() + 800;
+    store.put(entry(1, "brief", short)).await.unwrap();
+    store.put(entry(2, "lasting", hour())).await.unwrap();
+    let mut raw = server.raw().unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("t:e:{0000000000000001}")
+        .query(&mut raw)
+        .unwrap();
+    assert!((1..=800).contains(&ttl), "PEXPIREAT set, ttl {ttl}");
+    // Read at an instant past its expiry, the entry is gone even while the key still lives.
+    assert!(store.get(1, short).await.unwrap().is_none());
+    assert!(store.get(1, short - 1).await.unwrap().is_some());
+
+    tokio::time::sleep(Duration::from_millis(950)).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("t:e:{0000000000000001}")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(exists, 0, "redis expired the hash by itself");
+    let now = now_ms();
+    let ids: Vec<u64> = store
+        .scan(now)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![2]);
+    // scan pruned the expired member already; put one back to see purge_expired do it.
+    store.put(entry(3, "brief", now + 50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.purge_expired(now_ms()).await.unwrap(), 1);
+    assert_eq!(store.purge_expired(now_ms()).await.unwrap(), 0);
+    let members: i64 = redis::cmd("ZCARD").arg("t:ids").query(&mut raw).unwrap();
+    assert_eq!(members, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_entries_are_errors() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    store.put(entry(5, "body", hour())).await.unwrap();
+    let mut raw = server.raw().unwrap();
+    let () = redis::cmd("HSET")
+        .arg("t:e:{0000000000000005}")
+        .arg("vec")
+        .arg(&[1u8, 2, 3][..])
+        .query(&mut raw)
+        .unwrap();
+    let now = now_ms();
+    assert!(matches!(
+        store.get(5, now).await,
+        Err(Error::CorruptEntry { id: 5, .. })
+    ));
+    assert!(matches!(
+        store.scan(now).await,
+        Err(Error::CorruptEntry { id: 5, .. })
+    ));
+    let () = redis::cmd("HDEL")
+        .arg("t:e:{0000000000000005}")
+        .arg("body")
+        .query(&mut raw)
+        .unwrap();
+    assert!(matches!(
+        store.get(5, now).await,
+        Err(Error::CorruptEntry { id: 5, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_the_other_store_and_not_the_writer() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(options(&server)).await.unwrap();
+    let b = RedisStore::connect(options(&server)).await.unwrap();
+    assert_ne!(a.origin(), b.origin());
+    let mut a_feed = a.changes(OriginFilter::Others);
+    let mut a_all = a.changes(OriginFilter::All);
+    let mut b_feed = b.changes(OriginFilter::Others);
+    for feed in [&mut a_feed, &mut a_all, &mut b_feed] {
+        assert_eq!(
+            next(feed, Duration::from_secs(2)).await,
+            Change::Resync,
+            "first message"
+        );
+    }
+
+    let put = entry(7, "seven", hour());
+    let started = Instant::now();
+    a.put(put.clone()).await.unwrap();
+    assert_eq!(
+        next(&mut b_feed, Duration::from_secs(1)).await,
+        Change::Put(put.meta.clone())
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        next(&mut a_all, Duration::from_secs(1)).await,
+        Change::Put(put.meta)
+    );
+
+    a.remove(vec![7]).await.unwrap();
+    assert_eq!(
+        next(&mut b_feed, Duration::from_secs(1)).await,
+        Change::Delete(7)
+    );
+    assert_eq!(
+        next(&mut a_all, Duration::from_secs(1)).await,
+        Change::Delete(7)
+    );
+    b.remove(vec![8]).await.unwrap();
+    assert_eq!(
+        next(&mut a_feed, Duration::from_secs(1)).await,
+        Change::Delete(8)
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), a_feed.recv())
+            .await
+            .is_err(),
+        "the writer's own changes are filtered out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_the_last_read_message_sends_resync() {
+    let server = RedisServer::start();
+    let mut opts = options(&server);
+    opts.stream_max_len = 10;
+    let a = RedisStore::connect(opts).await.unwrap();
+    let mut b_feed = RedisStore::connect(options(&server))
+        .await
+        .unwrap()
+        .changes(OriginFilter::Others);
+    assert_eq!(
+        next(&mut b_feed, Duration::from_secs(2)).await,
+        Change::Resync
+    );
+    a.put(entry(1, "x", hour())).await.unwrap();
+    assert!(matches!(
+        next(&mut b_feed, Duration::from_secs(1)).await,
+        Change::Put(_)
+    ));
+
+    let mut raw = server.raw().unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg("t:log")
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut raw)
+        .unwrap();
+    a.put(entry(2, "y", hour())).await.unwrap();
+    assert_eq!(
+        next(&mut b_feed, Duration::from_secs(1)).await,
+        Change::Resync
+    );
+
+    // MAXLEN ~ keeps the stream near its bound, in whole internal nodes.
+    for id in 10..400 {
+        a.put(entry(id, "z", hour())).await.unwrap();
+    }
+    let len: usize = redis::cmd("XLEN").arg("t:log").query(&mut raw).unwrap();
+    assert!(len < 250, "stream trimmed, {len} messages left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_redis_fails_fast_then_recovers_and_feed_resyncs() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let mut feed = RedisStore::connect(options(&server))
+        .await
+        .unwrap()
+        .changes(OriginFilter::Others);
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(2)).await,
+        Change::Resync
+    );
+    store.put(entry(1, "before", hour())).await.unwrap();
+    assert!(matches!(
+        next(&mut feed, Duration::from_secs(1)).await,
+        Change::Put(_)
+    ));
+
+    server.kill();
+    let bound = CONNECT_TIMEOUT + RESPONSE_TIMEOUT + Duration::from_millis(300);
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert!(store.get(1, now_ms()).await.is_err(), "redis is down");
+        assert!(
+            started.elapsed() < bound,
+            "failed in {:?}",
+            started.elapsed()
+        );
+        assert!(store.ping().await.is_err());
+    }
+
+    server.restart();
+    eventually(Duration::from_secs(3), || store.ping()).await;
+    assert!(
+        store.get(1, now_ms()).await.unwrap().is_none(),
+        "restarted empty"
+    );
+    store.put(entry(2, "after", hour())).await.unwrap();
+    // The feed reconnects and asks for a rebuild, then relays new changes again.
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(5)).await,
+        Change::Resync,
+        "resync comes before any change after the restart"
+    );
+    store.put(entry(3, "later", hour())).await.unwrap();
+    loop {
+        if let Change::Put(meta) = next(&mut feed, Duration::from_secs(2)).await
+            && meta.id == 3
+        {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_built_while_redis_is_down_works_once_it_is_up() {
+    let mut server = RedisServer::start();
+    server.kill();
+    assert!(
+        RedisStore::connect(options(&server)).await.is_err(),
+        "the eager constructor checks"
+    );
+    let store = RedisStore::connect_lazy(options(&server)).unwrap();
+    let mut feed = store.changes(OriginFilter::All);
+    let started = Instant::now();
+    assert!(store.put(entry(1, "x", hour())).await.is_err());
+    assert!(started.elapsed() < CONNECT_TIMEOUT + RESPONSE_TIMEOUT + Duration::from_millis(300));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.recv())
+            .await
+            .is_err(),
+        "no resync before redis is reachable"
+    );
+
+    server.restart();
+    eventually(Duration::from_secs(3), || store.put(entry(1, "x", hour()))).await;
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(5)).await,
+        Change::Resync
+    );
+    assert!(store.get(1, now_ms()).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_makes_calls_time_out_instead_of_hanging() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    store.put(entry(1, "x", hour())).await.unwrap();
+
+    server.signal("-STOP");
+    let started = Instant::now();
+    let result = store.get(1, now_ms()).await;
+    let elapsed = started.elapsed();
+    server.signal("-CONT");
+    assert!(result.is_err(), "a paused redis cannot answer");
+    assert!(
+        elapsed < RESPONSE_TIMEOUT + Duration::from_millis(400),
+        "failed after {elapsed:?}"
+    );
+
+    let got = eventually(Duration::from_secs(3), || store.get(1, now_ms())).await;
+    assert_eq!(got.unwrap().body, "x");
+}
