@@ -60,21 +60,21 @@ fn is_relaxed(stack: &PolicyStack) -> bool {
 fn assert_general_policy(stack: &PolicyStack, threshold: f64, ttl_s: f64, state: &str) {
     let metrics = stack.metrics();
     let label = "category=\"general\"";
-    assert_eq!(
+    assert_close(
         labelled(&metrics, "cachet_effective_threshold", label),
-        Some(threshold),
-        "{metrics:?}"
+        threshold,
+        &format!("{metrics:?}"),
     );
-    assert_eq!(
+    assert_close(
         labelled(&metrics, "cachet_effective_ttl_seconds", label),
-        Some(ttl_s),
-        "{metrics:?}"
+        ttl_s,
+        &format!("{metrics:?}"),
     );
     let stats = stack.stats();
     assert_eq!(stats["load"]["state"], state, "{stats}");
     let general = stack.category_stats("general");
-    assert_eq!(general["threshold"].as_f64(), Some(threshold), "{general}");
-    assert_eq!(general["ttl_seconds"].as_f64(), Some(ttl_s), "{general}");
+    assert_close(general["threshold"].as_f64(), threshold, &general);
+    assert_close(general["ttl_seconds"].as_f64(), ttl_s, &general);
 }
 
 #[test]

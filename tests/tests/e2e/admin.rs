@@ -96,15 +96,15 @@ fn the_admin_api_needs_its_token_then_reports_and_invalidates() {
         general["bytes"].as_u64().is_some_and(|b| b > 0),
         "{general}"
     );
-    assert_eq!(general["threshold"].as_f64(), Some(0.55), "{general}");
-    assert_eq!(general["ttl_seconds"].as_f64(), Some(86400.0), "{general}");
+    assert_close(general["threshold"].as_f64(), 0.55, &general);
+    assert_close(general["ttl_seconds"].as_f64(), 86400.0, &general);
     let code_stats = stack.category_stats("code");
     assert_eq!(code_stats["entries"].as_u64(), Some(1), "{code_stats}");
-    assert_eq!(code_stats["threshold"].as_f64(), Some(0.93), "{code_stats}");
-    assert_eq!(
+    assert_close(code_stats["threshold"].as_f64(), 0.93, &code_stats);
+    assert_close(
         code_stats["ttl_seconds"].as_f64(),
-        Some(7.0 * 86400.0),
-        "{code_stats}"
+        7.0 * 86400.0,
+        &code_stats,
     );
 
     // A body with no condition would delete everything by accident: refused.

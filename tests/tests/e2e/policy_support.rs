@@ -262,6 +262,15 @@ pub fn labelled(metrics: &Metrics, name: &str, label: &str) -> Option<f64> {
         .map(|(_, value)| *value)
 }
 
+/// Asserts `value` is `expected`, allowing for the `f32` a threshold is kept in.
+#[track_caller]
+pub fn assert_close(value: Option<f64>, expected: f64, context: &dyn std::fmt::Display) {
+    assert!(
+        value.is_some_and(|v| (v - expected).abs() < 1e-5),
+        "expected {expected}, got {value:?}: {context}"
+    );
+}
+
 /// Whether an answer came from the cache.
 pub fn is_hit(response: &RawResponse) -> bool {
     response.cache().unwrap_or_default().starts_with("hit")
