@@ -1,5 +1,6 @@
 //! Benchmark of the vector index on clustered 384-d unit vectors: insert rate, search latency
-//! and recall for big and small partitions, and memory per entry.
+//! and recall for big and small partitions, memory per entry, and the cost of eviction
+//! (inserts into a full index, hits, quota changes) under each policy.
 //!
 //! Run: `cargo run -p cachet-index --release --example index_bench -- [n_points] [n_queries]`
 //! (defaults 100000 and 1000). Add `rebuild` as a third argument to time a full compaction.
@@ -9,7 +10,9 @@ mod clustered;
 
 use std::time::{Duration, Instant};
 
-use cachet_index::{IndexParams, IndexTuning, NewEntry, VectorIndex};
+use std::num::NonZeroUsize;
+
+use cachet_index::{EvictionPolicy, IndexParams, IndexTuning, NewEntry, Quota, VectorIndex};
 use clustered::{Clustered, brute_force_top_k};
 
 const K: usize = 10;
@@ -30,6 +33,18 @@ fn partition_of(i: usize, n: usize) -> u64 {
         }
     }
     0
+}
+
+/// Entries of varied size and cost, so that GDSF has a real order to keep.
+fn entry(id: u64, partition: u64, vector: &[f32], expires_at_ms: u64) -> NewEntry<'_> {
+    NewEntry {
+        id,
+        partition,
+        vector,
+        expires_at_ms,
+        size_bytes: 1_000 + (id * 7_919 % 4_000) as usize,
+        cost: 1.0 + (id * 104_729 % 100) as f32,
+    }
 }
 
 fn resident_bytes() -> usize {
@@ -73,7 +88,7 @@ fn main() {
     // Memory is measured on an index filled by concurrent single inserts, as the gateway
     // fills it: a batch insert's freed temporaries would stay in the resident set.
     let rss_before = resident_bytes();
-    let index = VectorIndex::with_tuning(params, None, tuning).expect("valid params");
+    let index = VectorIndex::with_tuning(params, Quota::default(), tuning).expect("valid params");
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -81,7 +96,7 @@ fn main() {
             scope.spawn(move || {
                 for i in (t..n).step_by(threads) {
                     index
-                        .insert(i as u64, partitions[i], &data[i], NEVER)
+                        .insert(entry(i as u64, partitions[i], &data[i], NEVER))
                         .expect("valid vector");
                 }
             });
@@ -103,14 +118,10 @@ fn main() {
     let batch: Vec<NewEntry<'_>> = data
         .iter()
         .enumerate()
-        .map(|(i, v)| NewEntry {
-            id: i as u64,
-            partition: partitions[i],
-            vector: v,
-            expires_at_ms: NEVER,
-        })
+        .map(|(i, v)| entry(i as u64, partitions[i], v, NEVER))
         .collect();
-    let batch_index = VectorIndex::with_tuning(params, None, tuning).expect("valid params");
+    let batch_index =
+        VectorIndex::with_tuning(params, Quota::default(), tuning).expect("valid params");
     let started = Instant::now();
     batch_index.insert_batch(&batch).expect("valid vectors");
     let elapsed = started.elapsed().as_secs_f64();
@@ -124,7 +135,7 @@ fn main() {
     let started = Instant::now();
     for (i, v) in extra.iter().enumerate() {
         index
-            .insert((n + i) as u64, 0, v, NEVER)
+            .insert(entry((n + i) as u64, 0, v, NEVER))
             .expect("valid vector");
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -196,4 +207,86 @@ fn main() {
             index.len()
         );
     }
+    drop(index);
+    bench_eviction(params, tuning, &batch, &mut source);
+}
+
+/// Inserts into a full index (each evicting one entry), hits and quota changes, per policy,
+/// on an index of the same entries as above.
+fn bench_eviction(
+    params: IndexParams,
+    tuning: IndexTuning,
+    batch: &[NewEntry<'_>],
+    source: &mut Clustered,
+) {
+    let index = VectorIndex::with_tuning(params, Quota::default(), tuning).expect("valid params");
+    index.insert_batch(batch).expect("valid vectors");
+    let n = index.len();
+    let mut next_id = 10 * n as u64;
+    let mut insert_ms = |index: &VectorIndex| {
+        let fresh = source.points(1_000);
+        let mut evicted = 0;
+        let started = Instant::now();
+        for v in &fresh {
+            let entry = entry(next_id, next_id % 4, v, NEVER);
+            evicted += index.insert(entry).expect("valid vector").len();
+            next_id += 1;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3 / fresh.len() as f64;
+        (ms, evicted)
+    };
+    let (ms, _) = insert_ms(&index);
+    println!("eviction baseline: insert without quota at {n} entries: {ms:.3} ms each");
+
+    // Hits on a tenth of the entries, some several times, so that LFU and GDSF have
+    // frequencies to rank by.
+    let hot: Vec<u64> = (0..n as u64).step_by(10).collect();
+    let started = Instant::now();
+    let mut touches = 0usize;
+    for round in 0..3 {
+        for &id in hot.iter().step_by(round + 1) {
+            index.touch(id, 0);
+            touches += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "touch: {touches} hits in {:.1} ms = {:.2} µs each",
+        elapsed * 1e3,
+        elapsed * 1e6 / touches as f64
+    );
+
+    let held = index.len();
+    for policy in [
+        EvictionPolicy::Lru,
+        EvictionPolicy::Lfu,
+        EvictionPolicy::Gdsf,
+    ] {
+        let full = Quota {
+            max_entries: NonZeroUsize::new(held),
+            max_bytes: None,
+            eviction: policy,
+        };
+        let started = Instant::now();
+        index.set_quota(full);
+        let rerank_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (ms, evicted) = insert_ms(&index);
+        println!(
+            "eviction {policy:?}: insert at the {held}-entry quota {ms:.3} ms each ({evicted} evicted by 1000 inserts); set_quota re-rank {rerank_ms:.1} ms"
+        );
+    }
+    // Evictions alone, without graph work: shrink the quota by a tenth.
+    let shrunk = Quota {
+        max_entries: NonZeroUsize::new(held * 9 / 10),
+        max_bytes: None,
+        eviction: EvictionPolicy::Gdsf,
+    };
+    let started = Instant::now();
+    let dropped = index.set_quota(shrunk).len();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "set_quota evicting {dropped} entries (GDSF): {:.1} ms = {:.2} µs each",
+        elapsed * 1e3,
+        elapsed * 1e6 / dropped.max(1) as f64
+    );
 }

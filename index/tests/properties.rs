@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 
-use cachet_index::{EntryId, IndexParams, IndexTuning, Neighbor, VectorIndex};
+use cachet_index::{EntryId, IndexParams, IndexTuning, Neighbor, NewEntry, Quota, VectorIndex};
 use proptest::prelude::*;
 
 const DIM: usize = 8;
@@ -95,6 +95,18 @@ impl Model {
     }
 }
 
+/// An entry of unit size and cost: eviction policies have their own property test.
+fn entry(id: EntryId, partition: u64, vector: &[f32], expires_at_ms: u64) -> NewEntry<'_> {
+    NewEntry {
+        id,
+        partition,
+        vector,
+        expires_at_ms,
+        size_bytes: 1,
+        cost: 1.0,
+    }
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -159,14 +171,15 @@ proptest! {
     ) {
         let params = IndexParams { dim: DIM, m: 8, ef_construction: 32, ef_search: 32 };
         let max_entries = quota.and_then(NonZeroUsize::new);
-        let index = VectorIndex::with_tuning(params, max_entries, tuning(path, background_rebuild))
+        let quota = Quota { max_entries, ..Quota::default() };
+        let index = VectorIndex::with_tuning(params, quota, tuning(path, background_rebuild))
             .expect("valid params");
         let mut model = Model { entries: HashMap::new() };
         for op in ops {
             match op {
                 Op::Insert { id, partition, vector, expires_at_ms } => {
                     let evicted = index
-                        .insert(id, partition, &vector, expires_at_ms)
+                        .insert(entry(id, partition, &vector, expires_at_ms))
                         .expect("valid vector");
                     model.entries.insert(id, (partition, vector, expires_at_ms));
                     for gone in evicted {

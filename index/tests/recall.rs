@@ -3,7 +3,7 @@
 #[path = "support/clustered.rs"]
 mod clustered;
 
-use cachet_index::{IndexParams, NewEntry, VectorIndex};
+use cachet_index::{IndexParams, NewEntry, Quota, VectorIndex};
 use clustered::{Clustered, brute_force_top_k};
 
 const K: usize = 10;
@@ -16,7 +16,7 @@ fn recall(n: usize, n_centroids: usize, n_queries: usize) -> f64 {
     let mut source = Clustered::new(42, n_centroids, params.dim, 0.03);
     let data = source.points(n);
     let queries = source.points(n_queries);
-    let index = VectorIndex::try_new(params, None).expect("valid params");
+    let index = VectorIndex::try_new(params, Quota::default()).expect("valid params");
     let batch: Vec<NewEntry<'_>> = data
         .iter()
         .enumerate()
@@ -25,6 +25,8 @@ fn recall(n: usize, n_centroids: usize, n_queries: usize) -> f64 {
             partition: 0,
             vector: v,
             expires_at_ms: NEVER,
+            size_bytes: 0,
+            cost: 0.0,
         })
         .collect();
     index.insert_batch(&batch).expect("valid vectors");
