@@ -280,6 +280,20 @@ async fn undecodable_entries_are_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_inside_a_put_or_remove_surface() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let mut raw = server.raw().unwrap();
+    // The id set is of the wrong type, so the ZADD after the entry's transaction fails.
+    let () = redis::cmd("SET").arg("t:ids").arg("x").query(&mut raw).unwrap();
+    let put = store.put(entry(1, "x", hour())).await;
+    assert!(matches!(put, Err(Error::Redis { op: "put", .. })), "{put:?}");
+    let removed = store.remove(vec![1]).await;
+    assert!(matches!(removed, Err(Error::Redis { op: "remove", .. })), "{removed:?}");
+    assert!(matches!(store.scan(now_ms()).await, Err(Error::Redis { op: "scan", .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_the_other_store_and_not_the_writer() {
     let server = RedisServer::start();
     let a = RedisStore::connect(options(&server)).await.unwrap();
