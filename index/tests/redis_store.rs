@@ -285,12 +285,25 @@ async fn server_errors_inside_a_put_or_remove_surface() {
     let store = RedisStore::connect(options(&server)).await.unwrap();
     let mut raw = server.raw().unwrap();
     // The id set is of the wrong type, so the ZADD after the entry's transaction fails.
-    let () = redis::cmd("SET").arg("t:ids").arg("x").query(&mut raw).unwrap();
+    let () = redis::cmd("SET")
+        .arg("t:ids")
+        .arg("x")
+        .query(&mut raw)
+        .unwrap();
     let put = store.put(entry(1, "x", hour())).await;
-    assert!(matches!(put, Err(Error::Redis { op: "put", .. })), "{put:?}");
+    assert!(
+        matches!(put, Err(Error::Redis { op: "put", .. })),
+        "{put:?}"
+    );
     let removed = store.remove(vec![1]).await;
-    assert!(matches!(removed, Err(Error::Redis { op: "remove", .. })), "{removed:?}");
-    assert!(matches!(store.scan(now_ms()).await, Err(Error::Redis { op: "scan", .. })));
+    assert!(
+        matches!(removed, Err(Error::Redis { op: "remove", .. })),
+        "{removed:?}"
+    );
+    assert!(matches!(
+        store.scan(now_ms()).await,
+        Err(Error::Redis { op: "scan", .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,6 +397,88 @@ async fn a_stream_trimmed_past_the_last_read_message_sends_resync() {
     }
     let len: usize = redis::cmd("XLEN").arg("t:log").query(&mut raw).unwrap();
     assert!(len < 250, "stream trimmed, {len} messages left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_change_message_sends_resync_instead_of_a_guess() {
+    let server = RedisServer::start();
+    let mut feed = RedisStore::connect(options(&server))
+        .await
+        .unwrap()
+        .changes(OriginFilter::Others);
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(2)).await,
+        Change::Resync
+    );
+    let mut raw = server.raw().unwrap();
+    let bad_messages: [&[&str]; 3] = [
+        &[
+            "op",
+            "put",
+            "id",
+            "0000000000000001",
+            "origin",
+            "x",
+            "vec",
+            "abc",
+        ],
+        &["op", "move", "id", "0000000000000001", "origin", "x"],
+        &["op", "del", "id", "1", "origin", "x"],
+    ];
+    for fields in bad_messages {
+        let _: String = redis::cmd("XADD")
+            .arg("t:log")
+            .arg("*")
+            .arg(fields)
+            .query(&mut raw)
+            .unwrap();
+        assert_eq!(
+            next(&mut feed, Duration::from_secs(1)).await,
+            Change::Resync,
+            "{fields:?}"
+        );
+    }
+    let _: String = redis::cmd("XADD")
+        .arg("t:log")
+        .arg("*")
+        .arg(&["op", "del", "id", "0000000000000009", "origin", "x"])
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(1)).await,
+        Change::Delete(9)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_receiver_stops_the_feed_and_closes_its_connection() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let mut raw = server.raw().unwrap();
+    let clients = |raw: &mut redis::Connection| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
+        list.lines().count()
+    };
+    let before = clients(&mut raw);
+    let mut feed = store.changes(OriginFilter::Others);
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(2)).await,
+        Change::Resync
+    );
+    assert_eq!(
+        clients(&mut raw),
+        before + 1,
+        "the feed has its own connection"
+    );
+    drop(feed);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while clients(&mut raw) > before {
+        assert!(
+            Instant::now() < deadline,
+            "the feed's connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
