@@ -86,7 +86,9 @@ async fn eventually<T, F: std::future::Future<Output = cachet_index::Result<T>>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_remove_scan() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     assert_eq!(store.kind(), "redis");
     let expires = hour();
     let mut bare = entry(3, "", expires);
@@ -134,7 +136,9 @@ async fn put_get_remove_scan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_expire_in_redis_and_purge_prunes_the_id_set() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     let short = now_ms() + 800;
     store.put(entry(1, "brief", short)).await.unwrap();
     store.put(entry(2, "lasting", hour())).await.unwrap();
@@ -175,7 +179,9 @@ async fn entries_expire_in_redis_and_purge_prunes_the_id_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_entries_are_errors() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     store.put(entry(5, "body", hour())).await.unwrap();
     let mut raw = server.raw().unwrap();
     let () = redis::cmd("HSET")
@@ -207,7 +213,9 @@ async fn undecodable_entries_are_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_inside_a_put_or_remove_surface() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     let mut raw = server.raw().unwrap();
     // The id set is of the wrong type, so the ZADD after the entry's transaction fails.
     let () = redis::cmd("SET")
@@ -234,8 +242,12 @@ async fn server_errors_inside_a_put_or_remove_surface() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_the_other_store_and_not_the_writer() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(options(&server)).await.unwrap();
-    let b = RedisStore::connect(options(&server)).await.unwrap();
+    let a = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
+    let b = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     assert_ne!(a.origin(), b.origin());
     let mut a_feed = a.changes(OriginFilter::Others);
     let mut a_all = a.changes(OriginFilter::All);
@@ -288,9 +300,8 @@ async fn a_stream_trimmed_past_the_last_read_message_sends_resync() {
     let server = RedisServer::start();
     let mut opts = options(&server);
     opts.stream_max_len = 10;
-    let a = RedisStore::connect(opts).await.unwrap();
+    let a = RedisStore::connect_and_ping(opts).await.unwrap();
     let mut b_feed = RedisStore::connect(options(&server))
-        .await
         .unwrap()
         .changes(OriginFilter::Others);
     assert_eq!(
@@ -328,7 +339,6 @@ async fn a_stream_trimmed_past_the_last_read_message_sends_resync() {
 async fn an_undecodable_change_message_sends_resync_instead_of_a_guess() {
     let server = RedisServer::start();
     let mut feed = RedisStore::connect(options(&server))
-        .await
         .unwrap()
         .changes(OriginFilter::Others);
     assert_eq!(
@@ -378,7 +388,9 @@ async fn an_undecodable_change_message_sends_resync_instead_of_a_guess() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_receiver_stops_the_feed_and_closes_its_connection() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     let mut raw = server.raw().unwrap();
     let clients = |raw: &mut redis::Connection| {
         let list: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
@@ -409,9 +421,10 @@ async fn dropping_the_receiver_stops_the_feed_and_closes_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_redis_fails_fast_then_recovers_and_feed_resyncs() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
-    let mut feed = RedisStore::connect(options(&server))
+    let store = RedisStore::connect_and_ping(options(&server))
         .await
+        .unwrap();
+    let mut feed = RedisStore::connect(options(&server))
         .unwrap()
         .changes(OriginFilter::Others);
     assert_eq!(
@@ -465,10 +478,12 @@ async fn a_store_built_while_redis_is_down_works_once_it_is_up() {
     let mut server = RedisServer::start();
     server.kill();
     assert!(
-        RedisStore::connect(options(&server)).await.is_err(),
+        RedisStore::connect_and_ping(options(&server))
+            .await
+            .is_err(),
         "the eager constructor checks"
     );
-    let store = RedisStore::connect_lazy(options(&server)).unwrap();
+    let store = RedisStore::connect(options(&server)).unwrap();
     let mut feed = store.changes(OriginFilter::All);
     let started = Instant::now();
     assert!(store.put(entry(1, "x", hour())).await.is_err());
@@ -492,7 +507,9 @@ async fn a_store_built_while_redis_is_down_works_once_it_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_makes_calls_time_out_instead_of_hanging() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(options(&server)).await.unwrap();
+    let store = RedisStore::connect_and_ping(options(&server))
+        .await
+        .unwrap();
     store.put(entry(1, "x", hour())).await.unwrap();
 
     server.signal("-STOP");

@@ -19,7 +19,7 @@
 //!
 //! # Failure behaviour
 //!
-//! [`RedisStore::connect_lazy`] never touches the network, so a gateway starts while Redis is
+//! [`RedisStore::connect`] never touches the network, so a gateway starts while Redis is
 //! down; every call then fails with [`Error::Redis`] (or [`Error::RedisTimeout`]) until Redis
 //! answers, and the connection manager reconnects in the background after each failure. Every
 //! call is bounded by `connect_timeout + response_timeout`: a paused or unreachable Redis makes
@@ -145,18 +145,10 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects and checks that Redis answers (`PING`); fails if it does not within the
-    /// timeouts. Use [`Self::connect_lazy`] to start while Redis may be down.
-    pub async fn connect(options: RedisOptions) -> Result<Self> {
-        let store = Self::connect_lazy(options)?;
-        EntryStore::ping(&store).await?;
-        Ok(store)
-    }
-
-    /// Builds the store without touching the network: calls fail until Redis is reachable,
-    /// then succeed (the connection manager reconnects by itself). Fails only on unusable
-    /// options or outside a Tokio runtime.
-    pub fn connect_lazy(options: RedisOptions) -> Result<Self> {
+    /// Builds the store without touching the network, so a gateway starts while Redis is down:
+    /// calls fail until Redis is reachable, then succeed (the connection manager reconnects by
+    /// itself). Fails only on unusable options or outside a Tokio runtime.
+    pub fn connect(options: RedisOptions) -> Result<Self> {
         let prefix = &options.key_prefix;
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(Error::InvalidRedisOptions {
@@ -202,6 +194,14 @@ impl RedisStore {
                 runtime,
             }),
         })
+    }
+
+    /// [`Self::connect`], then checks that Redis answers (`PING`) within the timeouts; for
+    /// tools that need Redis now rather than a degraded start.
+    pub async fn connect_and_ping(options: RedisOptions) -> Result<Self> {
+        let store = Self::connect(options)?;
+        EntryStore::ping(&store).await?;
+        Ok(store)
     }
 
     /// This store's origin id, written on its change messages.
@@ -466,7 +466,7 @@ mod tests {
         for prefix in ["", "a{b", "x}"] {
             let mut options = RedisOptions::new("redis://127.0.0.1:1");
             options.key_prefix = prefix.to_owned();
-            let error = RedisStore::connect_lazy(options).unwrap_err();
+            let error = RedisStore::connect(options).unwrap_err();
             assert!(matches!(
                 error,
                 Error::InvalidRedisOptions {
@@ -475,7 +475,7 @@ mod tests {
                 }
             ));
         }
-        let error = RedisStore::connect_lazy(RedisOptions::new("http://nope")).unwrap_err();
+        let error = RedisStore::connect(RedisOptions::new("http://nope")).unwrap_err();
         assert!(
             matches!(error, Error::InvalidRedisOptions { name: "url", .. }),
             "{error:?}"
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn building_outside_a_runtime_is_an_error() {
-        let error = RedisStore::connect_lazy(RedisOptions::new("redis://127.0.0.1:1")).unwrap_err();
+        let error = RedisStore::connect(RedisOptions::new("redis://127.0.0.1:1")).unwrap_err();
         assert!(matches!(error, Error::NoRuntime(_)));
     }
 }
