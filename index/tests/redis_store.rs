@@ -130,6 +130,12 @@ async fn put_get_remove_scan() {
     replaced.meta.question = None;
     store.put(replaced.clone()).await.unwrap();
     assert_eq!(*store.get(2, now).await.unwrap().unwrap(), replaced);
+
+    // An entry that never expires (u64::MAX) is accepted; Redis gets the largest instant it takes.
+    let forever = entry(4, "forever", u64::MAX);
+    store.put(forever.clone()).await.unwrap();
+    assert_eq!(*store.get(4, now).await.unwrap().unwrap(), forever);
+    assert!(store.scan(now).await.unwrap().contains(&forever.meta));
     store.ping().await.unwrap();
 }
 

@@ -300,11 +300,12 @@ impl RedisStore {
             pipe.arg(*name).arg(value.as_slice());
         }
         pipe.arg(BODY_FIELD).arg(entry.body.as_ref()).ignore();
-        pipe.cmd("PEXPIREAT")
-            .arg(&key)
-            .arg(meta.expires_at_ms)
-            .ignore();
-        pipe.cmd("EXEC").ignore();
+        // Redis takes expiry instants up to i64::MAX; a later one (u64::MAX for "never") is
+        // clamped there, while the hash keeps the true value.
+        let expire_at = meta.expires_at_ms.min(i64::MAX as u64);
+        pipe.cmd("PEXPIREAT").arg(&key).arg(expire_at).ignore();
+        // EXEC's reply is kept: an error of a queued command is inside it, not at top level.
+        pipe.cmd("EXEC");
         pipe.cmd("ZADD")
             .arg(&self.inner.keys.ids)
             .arg(meta.expires_at_ms)
@@ -316,7 +317,10 @@ impl RedisStore {
         }
         pipe.ignore();
         let mut conn = self.inner.conn.clone();
-        self.bounded("put", pipe.query_async::<()>(&mut conn)).await
+        let (exec,): (Value,) = self.bounded("put", pipe.query_async(&mut conn)).await?;
+        exec.extract_error()
+            .map(drop)
+            .map_err(|source| Error::Redis { op: "put", source })
     }
 
     async fn remove_entries(&self, ids: Vec<EntryId>) -> Result<usize> {
