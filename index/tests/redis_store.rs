@@ -392,6 +392,49 @@ async fn an_undecodable_change_message_sends_resync_instead_of_a_guess() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_fails_right_after_connecting_backs_off() {
+    let server = RedisServer::start();
+    let mut feed = RedisStore::connect(options(&server))
+        .unwrap()
+        .changes(OriginFilter::Others);
+    assert_eq!(
+        next(&mut feed, Duration::from_secs(2)).await,
+        Change::Resync
+    );
+    let mut raw = server.raw().unwrap();
+    let connections = |raw: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(raw).unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("total_connections_received:"));
+        line.unwrap()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // A stream key of the wrong type: every session now fails as soon as it reads.
+    let () = redis::cmd("SET")
+        .arg("t:log")
+        .arg("x")
+        .query(&mut raw)
+        .unwrap();
+    let first = connections(&mut raw);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while connections(&mut raw) == first {
+        assert!(Instant::now() < deadline, "the feed never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = connections(&mut raw);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = connections(&mut raw) - start;
+    // Back-off doubling from 100 ms allows about 4 attempts in 2 s; without it, about 20.
+    assert!(attempts <= 6, "{attempts} reconnects in 2 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_receiver_stops_the_feed_and_closes_its_connection() {
     let server = RedisServer::start();
     let store = RedisStore::connect_and_ping(options(&server))

@@ -20,6 +20,8 @@ const BLOCK: Duration = Duration::from_secs(2);
 const BATCH: usize = 512;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A session at least this long counts as healthy, so the next reconnect starts quickly.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// Which writers' changes the feed delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,7 @@ impl Feed {
     pub(super) async fn run(self, sender: mpsc::Sender<Change>) {
         let mut backoff = MIN_BACKOFF;
         loop {
+            let started = tokio::time::Instant::now();
             let end = tokio::select! {
                 _ = sender.closed() => return,
                 end = self.session(&sender) => end,
@@ -83,8 +86,13 @@ impl Feed {
             match end {
                 End::ReceiverGone => return,
                 End::Failed { error, connected } => {
-                    if connected {
+                    // Only a session that lasted resets the back-off: one that fails right
+                    // after connecting (a stream key of the wrong type, say) must not make
+                    // the consumer rebuild ten times a second.
+                    if started.elapsed() >= HEALTHY_SESSION {
                         backoff = MIN_BACKOFF;
+                    }
+                    if connected {
                         tracing::warn!(error = %error, "redis change feed lost its connection");
                     } else {
                         tracing::debug!(error = %error, "redis change feed cannot connect");
