@@ -4,84 +4,16 @@
 // Tests may unwrap: a panic there is a test failure with a backtrace.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use cachet_index::{
-    Change, EntryMeta, EntryStore, Error, OriginFilter, RedisOptions, RedisStore, StoredEntry,
-};
-use tokio::sync::mpsc;
+use cachet_index::{Change, EntryStore, Error, OriginFilter, RedisStore};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use redis_server::RedisServer;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
-
-fn options(server: &RedisServer) -> RedisOptions {
-    RedisOptions {
-        url: server.url(),
-        key_prefix: "t".to_owned(),
-        connect_timeout: CONNECT_TIMEOUT,
-        response_timeout: RESPONSE_TIMEOUT,
-        stream_max_len: 1_000,
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn entry(id: u64, body: &str, expires_at_ms: u64) -> StoredEntry {
-    StoredEntry {
-        meta: EntryMeta {
-            id,
-            category: "code".to_owned(),
-            tenant: "ab12".to_owned(),
-            partition: 9,
-            vector: vec![0.25, -1.0, 3.5],
-            question: Some(format!("what is {id}?")),
-            created_at_ms: 1,
-            expires_at_ms,
-            cost: 42.5,
-        },
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    }
-}
-
-fn hour() -> u64 {
-    now_ms() + 3_600_000
-}
-
-/// The next change, or a failure after `within`.
-async fn next(feed: &mut mpsc::Receiver<Change>, within: Duration) -> Change {
-    tokio::time::timeout(within, feed.recv())
-        .await
-        .expect("a change in time")
-        .expect("the feed is open")
-}
-
-/// Retries `op` until it succeeds; panics after `within`.
-async fn eventually<T, F: std::future::Future<Output = cachet_index::Result<T>>>(
-    within: Duration,
-    mut op: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("still failing: {error}"),
-        }
-    }
-}
+use redis_server::{
+    CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisServer, entry, eventually, hour, next, now_ms, options,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_remove_scan() {

@@ -1,8 +1,13 @@
-//! A `redis-server` started for one test on a free port, killed when the test ends.
+//! A `redis-server` started for one test on a free port, killed when the test ends, and the
+//! store options, entries and waiting helpers the Redis tests share.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cachet_index::{Change, EntryMeta, RedisOptions, StoredEntry};
+use tokio::sync::mpsc;
 
 /// A `redis-server` child on its own port, killed when dropped.
 pub struct RedisServer {
@@ -78,6 +83,72 @@ impl Drop for RedisServer {
                 .status();
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+
+pub fn options(server: &RedisServer) -> RedisOptions {
+    RedisOptions {
+        url: server.url(),
+        key_prefix: "t".to_owned(),
+        connect_timeout: CONNECT_TIMEOUT,
+        response_timeout: RESPONSE_TIMEOUT,
+        stream_max_len: 1_000,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+pub fn entry(id: u64, body: &str, expires_at_ms: u64) -> StoredEntry {
+    StoredEntry {
+        meta: EntryMeta {
+            id,
+            category: "code".to_owned(),
+            tenant: "ab12".to_owned(),
+            partition: 9,
+            vector: vec![0.25, -1.0, 3.5],
+            question: Some(format!("what is {id}?")),
+            created_at_ms: 1,
+            expires_at_ms,
+            cost: 42.5,
+        },
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+pub fn hour() -> u64 {
+    now_ms() + 3_600_000
+}
+
+/// The next change, or a failure after `within`.
+pub async fn next(feed: &mut mpsc::Receiver<Change>, within: Duration) -> Change {
+    tokio::time::timeout(within, feed.recv())
+        .await
+        .expect("a change in time")
+        .expect("the feed is open")
+}
+
+/// Retries `op` until it succeeds; panics after `within`.
+pub async fn eventually<T, F: std::future::Future<Output = cachet_index::Result<T>>>(
+    within: Duration,
+    mut op: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("still failing: {error}"),
         }
     }
 }
