@@ -469,3 +469,7 @@ fn unix_now_ms() -> u64 {
 #[cfg(test)]
 #[path = "vector_index_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "vector_index_quota_tests.rs"]
+mod quota_tests;
