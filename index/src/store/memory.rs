@@ -59,7 +59,8 @@ impl MemoryStore {
     }
 
     /// Stores the entry, replacing any entry with the same id.
-    pub fn put(&self, entry: StoredEntry) {
+    pub fn put(&self, mut entry: StoredEntry) {
+        entry.meta.body_bytes = entry.body.len();
         let added = entry.size_bytes();
         // The size is adjusted under the shard lock so that a concurrent replacement can never
         // subtract an entry's size before it was added, which would wrap the counter.

@@ -43,6 +43,9 @@ pub struct EntryMeta {
     pub expires_at_ms: u64,
     /// Upstream cost of producing the answer (the gateway passes completion tokens or ms).
     pub cost: f32,
+    /// Length of the entry's body, kept with the metadata so that an index rebuilt from
+    /// metadata alone can still enforce byte quotas. The stores set it from the body on `put`.
+    pub body_bytes: usize,
 }
 
 impl EntryMeta {
@@ -139,6 +142,7 @@ pub(crate) mod test_support {
                 created_at_ms: 100,
                 expires_at_ms,
                 cost: 12.5,
+                body_bytes: body.len(),
             },
             body: Bytes::copy_from_slice(body.as_bytes()),
         }

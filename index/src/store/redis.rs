@@ -6,7 +6,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `P:e:{<16-hex id>}` | hash | one entry: `id`, `cat`, `ten`, `part`, `vec` (little-endian f32 bytes), `q` (absent without question), `ca`, `ea`, `cost` (decimal text), `body`; `PEXPIREAT` at its expiry |
+//! | `P:e:{<16-hex id>}` | hash | one entry: `id`, `cat`, `ten`, `part`, `vec` (little-endian f32 bytes), `q` (absent without question), `ca`, `ea`, `cost` (decimal text), `bl` (body length), `body`; `PEXPIREAT` at its expiry |
 //! | `P:ids` | sorted set | member = 16-hex id, score = `expires_at_ms`: lists live ids for `scan` |
 //! | `P:log` | stream | one message per put (`op=put`, `id`, `origin`, the metadata fields) and per delete (`op=del`, `id`, `origin`), trimmed with `MAXLEN ~` |
 //!
@@ -289,7 +289,8 @@ impl RedisStore {
         })))
     }
 
-    async fn put_entry(&self, entry: StoredEntry) -> Result<()> {
+    async fn put_entry(&self, mut entry: StoredEntry) -> Result<()> {
+        entry.meta.body_bytes = entry.body.len();
         let meta = &entry.meta;
         let key = self.inner.keys.entry(meta.id);
         let fields = encode_meta(meta);

@@ -6,8 +6,8 @@ use super::codec::{id_from_hex, id_to_hex, vector_from_le_bytes, vector_to_le_by
 use crate::{EntryId, Error, Result};
 
 /// The metadata fields, in the order [`decode_meta`] expects their values.
-pub(crate) const META_FIELDS: [&str; 9] =
-    ["id", "cat", "ten", "part", "vec", "q", "ca", "ea", "cost"];
+pub(crate) const META_FIELDS: [&str; 10] =
+    ["id", "cat", "ten", "part", "vec", "q", "ca", "ea", "cost", "bl"];
 /// The hash field holding the body, read only by `get`.
 pub(crate) const BODY_FIELD: &str = "body";
 
@@ -24,6 +24,7 @@ pub(crate) fn encode_meta(meta: &EntryMeta) -> Vec<(&'static str, Vec<u8>)> {
         ("ea", meta.expires_at_ms.to_string().into_bytes()),
         // Rust prints the shortest text that parses back to the same f32.
         ("cost", meta.cost.to_string().into_bytes()),
+        ("bl", meta.body_bytes.to_string().into_bytes()),
     ];
     if let Some(question) = &meta.question {
         fields.push(("q", question.clone().into_bytes()));
@@ -77,6 +78,8 @@ pub(crate) fn decode_meta(expected_id: EntryId, values: &[Option<Vec<u8>>]) -> R
         created_at_ms: number(6)?,
         expires_at_ms: number(7)?,
         cost,
+        body_bytes: usize::try_from(number(9)?)
+            .map_err(|_| corrupt("field bl is too large".into()))?,
     })
 }
 

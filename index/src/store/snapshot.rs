@@ -280,6 +280,7 @@ fn read_entry(reader: &mut Reader<'_>) -> Result<StoredEntry, String> {
         created_at_ms,
         expires_at_ms,
         cost,
+        body_bytes: body.len(),
     };
     Ok(StoredEntry { meta, body })
 }

@@ -119,6 +119,7 @@ pub fn entry(id: u64, body: &str, expires_at_ms: u64) -> StoredEntry {
             created_at_ms: 1,
             expires_at_ms,
             cost: 42.5,
+            body_bytes: body.len(),
         },
         body: Bytes::copy_from_slice(body.as_bytes()),
     }
