@@ -179,7 +179,8 @@ impl EvictionOrder {
             },
         };
         self.rerank(&mut record);
-        self.total_bytes += size_bytes;
+        // Sizes are the caller's figures; saturating keeps absurd ones from overflowing.
+        self.total_bytes = self.total_bytes.saturating_add(size_bytes);
         self.ranked.insert((record.rank, id));
         self.records.insert(id, record);
     }
@@ -210,7 +211,7 @@ impl EvictionOrder {
             return false;
         };
         self.ranked.remove(&(record.rank, id));
-        self.total_bytes -= record.size_bytes;
+        self.total_bytes = self.total_bytes.saturating_sub(record.size_bytes);
         true
     }
 
