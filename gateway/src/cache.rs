@@ -1,25 +1,33 @@
 //! The cache pipeline: decide whether a request may use the cache, look it up (exact key, then
 //! semantic neighbours within the request's partition), and fill the cache with complete answers.
+//! The policy in force can be replaced while requests run (config reload).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use axum::http::HeaderMap;
 use axum::http::header::CACHE_CONTROL;
 use cachet_embedder::Embedder;
-use cachet_index::{IndexParams, MemoryStore, StoredEntry, VectorIndex};
+use cachet_index::{EntryMeta, NewEntry, StoredEntry, VectorIndex};
 use cachet_policies::{Candidate, Category, Config, RequestFacts, judge};
+use parking_lot::RwLock;
 use serde_json::Value;
 
 use crate::answer::CachedAnswer;
 use crate::keys::{ExactKey, Tenant, partition};
+use crate::load::LoadTracker;
+use crate::policy::{Policy, index_for, quota_of};
 use crate::request::CacheRequest;
+use crate::store::StoreClient;
 
 /// What the cache may do for one request.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub category: String,
+    /// How the category was chosen (`header`, `rules`, `prototype`, `default`).
+    pub classified_by: &'static str,
     /// Why the cache is skipped entirely, if it is.
     pub bypass: Option<&'static str>,
     /// Whether to look the request up (false with `Cache-Control: no-cache`).
@@ -27,7 +35,10 @@ pub struct Plan {
     /// Whether to store the answer (false with `Cache-Control: no-store`).
     pub store: bool,
     pub key: ExactKey,
+    pub tenant: Tenant,
     pub partition: u64,
+    /// The query's embedding when classification already needed it.
+    pub vector: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +51,7 @@ pub enum HitKind {
 pub struct Hit {
     pub kind: HitKind,
     pub similarity: f32,
+    pub id: u64,
     pub answer: CachedAnswer,
 }
 
@@ -50,13 +62,14 @@ pub struct Lookup {
     pub vector: Option<Vec<f32>>,
 }
 
-/// Per-category vector indexes and the entry store, under one policy.
+/// Per-category vector indexes in front of the entry store, under a replaceable policy.
 #[derive(Debug)]
 pub struct Cache {
-    config: Arc<Config>,
+    policy: ArcSwap<Policy>,
     embedder: Embedder,
-    indexes: HashMap<String, Arc<VectorIndex>>,
-    store: MemoryStore,
+    indexes: RwLock<HashMap<String, Arc<VectorIndex>>>,
+    store: StoreClient,
+    load: Arc<LoadTracker>,
 }
 
 pub fn now_ms() -> u64 {
@@ -66,65 +79,125 @@ pub fn now_ms() -> u64 {
 }
 
 impl Cache {
-    pub fn new(config: Arc<Config>, embedder: Embedder) -> Result<Self, cachet_index::Error> {
+    pub fn new(
+        policy: Policy,
+        embedder: Embedder,
+        store: StoreClient,
+        load: Arc<LoadTracker>,
+    ) -> Result<Self, cachet_index::Error> {
         let mut indexes = HashMap::new();
-        for category in &config.categories {
-            let params = IndexParams {
-                dim: embedder.dim(),
-                m: config.index.m.get(),
-                ef_construction: config.index.ef_construction.get(),
-                ef_search: config.index.ef_search.get(),
-            };
+        for category in &policy.config.categories {
             indexes.insert(
                 category.name.clone(),
-                Arc::new(VectorIndex::try_new(params, category.max_entries)?),
+                Arc::new(index_for(&policy.config, category, embedder.dim())?),
             );
         }
         Ok(Self {
-            config,
+            policy: ArcSwap::from_pointee(policy),
             embedder,
-            indexes,
-            store: MemoryStore::new(),
+            indexes: RwLock::new(indexes),
+            store,
+            load,
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.policy.load().config)
     }
 
-    pub fn store(&self) -> &MemoryStore {
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    pub fn store(&self) -> &StoreClient {
         &self.store
     }
 
-    /// Live entries per category.
-    pub fn entries_per_category(&self) -> Vec<(&str, usize)> {
-        self.config
+    pub fn load(&self) -> &LoadTracker {
+        &self.load
+    }
+
+    pub(crate) fn index(&self, category: &str) -> Option<Arc<VectorIndex>> {
+        self.indexes.read().get(category).cloned()
+    }
+
+    pub(crate) fn all_indexes(&self) -> Vec<Arc<VectorIndex>> {
+        self.indexes.read().values().cloned().collect()
+    }
+
+    /// Live entries and bytes per category, in config order.
+    pub fn entries_per_category(&self) -> Vec<(String, usize, usize)> {
+        let config = self.config();
+        let indexes = self.indexes.read();
+        config
             .categories
             .iter()
             .map(|c| {
+                let index = indexes.get(&c.name);
                 (
-                    c.name.as_str(),
-                    self.indexes.get(&c.name).map_or(0, |i| i.len()),
+                    c.name.clone(),
+                    index.map_or(0, |i| i.len()),
+                    index.map_or(0, |i| i.size_bytes()),
                 )
             })
             .collect()
     }
 
-    /// Classifies the request and decides what the cache may do with it.
-    pub fn plan(&self, request: &CacheRequest, headers: &HeaderMap) -> Plan {
+    /// Puts a new policy in force. Categories that appeared get an empty index, removed ones
+    /// lose theirs, and changed quotas apply at once (evicted entries leave the store).
+    pub async fn apply(&self, policy: Policy) -> Result<(), cachet_index::Error> {
+        let mut evicted = Vec::new();
+        {
+            let mut indexes = self.indexes.write();
+            let mut next = HashMap::new();
+            for category in &policy.config.categories {
+                let index = match indexes.remove(&category.name) {
+                    Some(index) => {
+                        evicted.extend(index.set_quota(quota_of(category)));
+                        index
+                    }
+                    None => Arc::new(index_for(&policy.config, category, self.embedder.dim())?),
+                };
+                next.insert(category.name.clone(), index);
+            }
+            *indexes = next;
+        }
+        self.load.reconfigure(&policy.config.adaptive);
+        self.policy.store(Arc::new(policy));
+        self.store.remove(evicted).await;
+        Ok(())
+    }
+
+    /// Classifies the request and decides what the cache may do with it. Embeds the query
+    /// first only when no header or rule decides and the categories have prototypes.
+    pub async fn plan(&self, request: &CacheRequest, headers: &HeaderMap) -> Plan {
+        let policy = self.policy.load_full();
+        let config = &policy.config;
         let header = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let facts = RequestFacts {
+        let facts = || RequestFacts {
             route: request.route.path(),
             model: &request.model,
             text: request.lookup_text.as_deref().unwrap_or(""),
             header: &header,
         };
-        let category = self.config.classify(&facts).category;
+        // The facts hold a non-`Send` reference, so they are built anew after the await.
+        let needs_vector = config.needs_query_vector(&facts());
+        let vector = match (&request.view, request.uncacheable) {
+            (Some(view), None) if needs_vector => self.embed(&view.lookup_text).await,
+            _ => None,
+        };
+        let classification = config.classify_with(&facts(), vector.as_deref(), &policy.prototypes);
+        let category = classification.category;
         let tenant = if category.shared {
             Tenant::shared()
         } else {
@@ -138,44 +211,52 @@ impl Cache {
             .or_else(|| (no_cache && no_store).then_some("cache-control"));
         Plan {
             category: category.name.clone(),
+            classified_by: classification.reason,
             bypass,
             lookup: bypass.is_none() && !no_cache,
             store: bypass.is_none() && !no_store,
             key: ExactKey::new(&tenant, &category.name, request),
             partition: partition(&tenant, &category.name, request),
+            tenant,
+            vector,
         }
     }
 
-    fn category(&self, name: &str) -> Option<&Category> {
-        self.config.category(name)
-    }
-
-    /// Exact match first, then the nearest semantic neighbour above the category's threshold.
-    /// Failures of the embedder degrade to a miss: the cache never fails a request.
+    /// Exact match first, then the nearest semantic neighbour above the category's threshold
+    /// (relaxed under upstream load). Failures of the embedder or the store degrade to a miss:
+    /// the cache never fails a request.
     pub async fn lookup(&self, request: &CacheRequest, plan: &Plan) -> Lookup {
         let now = now_ms();
-        if let Some(answer) = self.read(plan.key.entry_id(), now, Some(&plan.key)) {
+        let exact_id = plan.key.entry_id();
+        if let Some(answer) = self.read(exact_id, now, Some(&plan.key)).await {
+            self.touch(&plan.category, exact_id, now);
             return Lookup {
                 hit: Some(Hit {
                     kind: HitKind::Exact,
                     similarity: 1.0,
+                    id: exact_id,
                     answer,
                 }),
-                vector: None,
+                vector: plan.vector.clone(),
             };
         }
+        let policy = self.policy.load_full();
         let (Some(view), Some(category), Some(index)) = (
             request.view.as_ref(),
-            self.category(&plan.category),
-            self.indexes.get(&plan.category),
+            policy.config.category(&plan.category),
+            self.index(&plan.category),
         ) else {
             return Lookup::default();
         };
-        let Some(vector) = self.embed(&view.lookup_text).await else {
-            return Lookup::default();
+        let vector = match &plan.vector {
+            Some(vector) => vector.clone(),
+            None => match self.embed(&view.lookup_text).await {
+                Some(vector) => vector,
+                None => return Lookup::default(),
+            },
         };
         let started = Instant::now();
-        let candidates = self.config.index.candidates.get();
+        let candidates = policy.config.index.candidates.get();
         let neighbours = index
             .search(plan.partition, &vector, candidates, now)
             .map_err(|e| tracing::warn!(error = %e, "semantic search failed"))
@@ -183,9 +264,9 @@ impl Cache {
         metrics::histogram!("cachet_search_seconds").record(started.elapsed().as_secs_f64());
         // The topic embedding is needed only by candidates whose context refers back to it.
         let mut topic_vector: Option<Option<Vec<f32>>> = None;
-        let threshold = category.threshold.get();
+        let threshold = category.effective_threshold(self.load.state()).get();
         for neighbour in neighbours.into_iter().filter(|n| n.similarity >= threshold) {
-            let Some(answer) = self.read(neighbour.id, now, None) else {
+            let Some(answer) = self.read(neighbour.id, now, None).await else {
                 continue;
             };
             let Some(cached_view) = answer.view.as_ref() else {
@@ -225,6 +306,7 @@ impl Cache {
                 cached = cached_view.lookup_text,
                 "semantic hit"
             );
+            self.touch(&plan.category, neighbour.id, now);
             // The neighbour can be this request's own entry, stored after its exact lookup ran.
             let kind = if answer.key == plan.key.to_hex() {
                 HitKind::Exact
@@ -235,6 +317,7 @@ impl Cache {
                 hit: Some(Hit {
                     kind,
                     similarity: neighbour.similarity,
+                    id: neighbour.id,
                     answer,
                 }),
                 vector: Some(vector),
@@ -247,11 +330,12 @@ impl Cache {
     }
 
     /// The entry stored under the plan's exact key, if any.
-    pub fn peek_exact(&self, plan: &Plan) -> Option<CachedAnswer> {
+    pub async fn peek_exact(&self, plan: &Plan) -> Option<CachedAnswer> {
         self.read(plan.key.entry_id(), now_ms(), Some(&plan.key))
+            .await
     }
 
-    async fn embed(&self, text: &str) -> Option<Vec<f32>> {
+    pub(crate) async fn embed(&self, text: &str) -> Option<Vec<f32>> {
         let started = Instant::now();
         let result = self.embedder.embed(text).await;
         metrics::histogram!("cachet_embed_seconds").record(started.elapsed().as_secs_f64());
@@ -260,8 +344,14 @@ impl Cache {
             .ok()
     }
 
-    fn read(&self, id: u64, now: u64, key: Option<&ExactKey>) -> Option<CachedAnswer> {
-        let entry = self.store.get(id, now)?;
+    fn touch(&self, category: &str, id: u64, now: u64) {
+        if let Some(index) = self.index(category) {
+            index.touch(id, now);
+        }
+    }
+
+    async fn read(&self, id: u64, now: u64, key: Option<&ExactKey>) -> Option<CachedAnswer> {
+        let entry = self.store.get(id, now).await?;
         let answer: CachedAnswer = serde_json::from_slice(&entry.body)
             .map_err(|e| tracing::warn!(error = %e, id, "unreadable cache entry"))
             .ok()?;
@@ -271,20 +361,22 @@ impl Cache {
         }
     }
 
-    /// Stores a complete answer under the plan's key and indexes its question.
+    /// Stores a complete answer under the plan's key and indexes its question. `cost` is what
+    /// the answer cost the upstream (its latency), which cost-aware eviction weighs.
     pub async fn fill(
         &self,
         request: &CacheRequest,
         plan: &Plan,
         vector: Option<Vec<f32>>,
         response: Value,
+        cost: Duration,
     ) {
-        let Some(category) = self.category(&plan.category) else {
+        let Some(category) = self.config().category(&plan.category).cloned() else {
             return;
         };
-        let vector = match (vector, request.lookup_text.as_deref()) {
+        let vector = match (vector, request.view.as_ref()) {
             (Some(v), _) => Some(v),
-            (None, Some(text)) => self.embed(text).await,
+            (None, Some(view)) => self.embed(&view.lookup_text).await,
             (None, None) => None,
         };
         let topic_text = request.view.as_ref().and_then(|v| v.topic_text.as_deref());
@@ -307,51 +399,110 @@ impl Cache {
             }
         };
         let created_at_ms = now_ms();
-        let ttl_ms = u64::try_from(category.ttl.as_millis()).unwrap_or(u64::MAX);
-        let expires_at_ms = created_at_ms.saturating_add(ttl_ms);
-        let id = plan.key.entry_id();
-        self.store.put(StoredEntry {
-            id,
+        let ttl = category.effective_ttl(self.load.state());
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let meta = EntryMeta {
+            id: plan.key.entry_id(),
             category: plan.category.clone(),
+            tenant: plan.tenant.as_str().to_owned(),
             partition: plan.partition,
-            vector: vector.clone().unwrap_or_default(),
-            body: body.into(),
+            vector: vector.unwrap_or_default(),
+            question: request.lookup_text.clone(),
             created_at_ms,
-            expires_at_ms,
-        });
-        // Without a vector the entry still serves exact matches.
-        if let (Some(vector), Some(index)) = (vector, self.indexes.get(&plan.category)) {
-            // An insert walks the graph for about a millisecond: keep it off the async workers.
-            let index = Arc::clone(index);
-            let partition = plan.partition;
+            expires_at_ms: created_at_ms.saturating_add(ttl_ms),
+            cost: cost.as_secs_f32() * 1000.0,
+            body_bytes: body.len(),
+        };
+        let size_bytes = entry_bytes(&meta);
+        let entry = StoredEntry {
+            meta: meta.clone(),
+            body: body.into(),
+        };
+        if !self.store.put(entry).await {
+            // An entry the store does not hold must not be found by the index either.
+            return;
+        }
+        let evicted = self.index_entries(vec![(meta, size_bytes)]).await;
+        self.store.remove(evicted).await;
+        metrics::counter!("cachet_fills_total", "category" => plan.category.clone()).increment(1);
+    }
+
+    /// Adds entries (with their sizes) to their categories' indexes, off the async workers (an
+    /// insert walks the graph for about a millisecond). Entries without a vector serve exact
+    /// matches only and are not indexed. Returns the ids evicted to respect the quotas.
+    pub async fn index_entries(&self, entries: Vec<(EntryMeta, usize)>) -> Vec<u64> {
+        let mut by_category: HashMap<String, Vec<(EntryMeta, usize)>> = HashMap::new();
+        for (meta, size) in entries {
+            if !meta.vector.is_empty() {
+                by_category
+                    .entry(meta.category.clone())
+                    .or_default()
+                    .push((meta, size));
+            }
+        }
+        let mut evicted = Vec::new();
+        for (category, entries) in by_category {
+            let Some(index) = self.index(&category) else {
+                continue;
+            };
             let inserted = tokio::task::spawn_blocking(move || {
-                index.insert(id, partition, &vector, expires_at_ms)
+                let batch: Vec<NewEntry<'_>> = entries
+                    .iter()
+                    .map(|(meta, size_bytes)| NewEntry {
+                        id: meta.id,
+                        partition: meta.partition,
+                        vector: &meta.vector,
+                        expires_at_ms: meta.expires_at_ms,
+                        size_bytes: *size_bytes,
+                        cost: meta.cost,
+                    })
+                    .collect();
+                match batch.as_slice() {
+                    [one] => index.insert(*one),
+                    many => index.insert_batch(many),
+                }
             })
             .await;
             match inserted {
                 Err(e) => tracing::warn!(error = %e, "indexing task failed"),
-                Ok(Ok(evicted)) => {
-                    for old in evicted {
-                        self.store.remove(old);
-                    }
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "failed to index a cache entry"),
+                Ok(Ok(ids)) => evicted.extend(ids),
+                Ok(Err(e)) => tracing::warn!(error = %e, category, "failed to index entries"),
             }
         }
-        metrics::counter!("cachet_fills_total", "category" => plan.category.clone()).increment(1);
+        evicted
+    }
+
+    /// Forgets entries in this gateway's indexes (the store is not asked).
+    pub fn unindex(&self, ids: &[u64]) {
+        for index in self.all_indexes() {
+            for &id in ids {
+                index.remove(id);
+            }
+        }
     }
 
     /// Drops expired entries from the store and the indexes.
-    pub fn purge_expired(&self) {
+    pub async fn purge_expired(&self) {
         let now = now_ms();
-        let mut dropped = self.store.purge_expired(now);
-        for index in self.indexes.values() {
+        let mut dropped = self.store.purge_expired(now).await.unwrap_or(0);
+        for index in self.all_indexes() {
             dropped += index.purge_expired(now).len();
         }
         if dropped > 0 {
             tracing::debug!(dropped, "purged expired entries");
         }
     }
+}
+
+/// Bytes an entry counts for in its category's byte quota: its metadata, vector and body.
+/// Computed from the metadata alone, so that a fill and an index rebuilt from the store agree.
+pub fn entry_bytes(meta: &EntryMeta) -> usize {
+    std::mem::size_of::<EntryMeta>()
+        + meta.category.len()
+        + meta.tenant.len()
+        + meta.question.as_ref().map_or(0, String::len)
+        + std::mem::size_of_val(meta.vector.as_slice())
+        + meta.body_bytes
 }
 
 /// Cosine similarity of two unit vectors, as the index reports it for neighbours.

@@ -28,6 +28,18 @@ pub enum ApiError {
     UpstreamTimeout(#[source] Arc<reqwest::Error>),
     #[error("unknown route {0}")]
     NotFound(String),
+    #[error("the cache store is unavailable; try again when /healthz reports it up")]
+    StoreUnavailable,
+    #[error("the admin api is disabled; set [admin] token in the config to enable it")]
+    AdminDisabled,
+    #[error("a valid admin token is required (Authorization: Bearer TOKEN)")]
+    Unauthorized,
+    /// A reloaded config was refused; the running policy stays in force.
+    #[error("{message}")]
+    InvalidConfig {
+        message: String,
+        problems: Vec<cachet_policies::Problem>,
+    },
 }
 
 impl ApiError {
@@ -70,6 +82,26 @@ impl ApiError {
                 "invalid_request_error",
                 "unknown_url",
             ),
+            Self::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "store_unavailable",
+            ),
+            Self::AdminDisabled => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "admin_disabled",
+            ),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_admin_token",
+            ),
+            Self::InvalidConfig { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_config",
+            ),
         }
     }
 }
@@ -93,9 +125,15 @@ impl IntoResponse for ApiError {
             Self::InvalidRequest { param, .. } => *param,
             _ => None,
         };
-        let body = json!({
+        let mut body = json!({
             "error": { "message": self.to_string(), "type": kind, "code": code, "param": param }
         });
+        if let Self::InvalidConfig { problems, .. } = &self {
+            body["error"]["problems"] = problems
+                .iter()
+                .map(|p| json!({ "path": p.path, "message": p.message }))
+                .collect();
+        }
         (status, Json(body)).into_response()
     }
 }

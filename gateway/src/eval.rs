@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cache::dot;
+use crate::policy::Policy;
 
 /// Command-line options of `cachet eval`.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +66,8 @@ pub enum EvalError {
     Embedder(#[from] cachet_embedder::Error),
     #[error("failed to start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("failed to build the cache policy")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// One labelled pair: `cached` is stored, `query` is looked up.
@@ -196,7 +199,12 @@ fn view(messages: &[(String, String)]) -> Option<ConversationView> {
     conversation_view(&messages)
 }
 
-fn classify<'c>(config: &'c Config, text: &str) -> &'c Category {
+/// The category the gateway would choose for a chat whose lookup text is `text`.
+async fn classify<'c>(
+    policy: &'c Policy,
+    embedder: &mut EmbedMemo<'_>,
+    text: &str,
+) -> Result<&'c Category, EvalError> {
     let no_headers = |_: &str| None;
     let facts = RequestFacts {
         route: "/v1/chat/completions",
@@ -204,14 +212,22 @@ fn classify<'c>(config: &'c Config, text: &str) -> &'c Category {
         text,
         header: &no_headers,
     };
-    config.classify(&facts).category
+    let vector = if policy.config.needs_query_vector(&facts) {
+        Some(embedder.embed(text).await?)
+    } else {
+        None
+    };
+    Ok(policy
+        .config
+        .classify_with(&facts, vector.as_deref(), &policy.prototypes)
+        .category)
 }
 
 /// Looks `query` up in a cache holding only `cached`, the way the gateway decides a semantic
 /// candidate: same category, exact match first, then [`judge`]. `threshold` overrides the
 /// category's threshold when given (for sweeps).
 pub async fn lookup_pair(
-    config: &Config,
+    policy: &Policy,
     embedder: &mut EmbedMemo<'_>,
     row: &EvalRow,
     threshold: Option<f32>,
@@ -225,11 +241,11 @@ pub async fn lookup_pair(
     let (Some(cached), Some(query)) = (view(&row.cached), view(&row.query)) else {
         return Ok(miss("no user message"));
     };
-    let category = classify(config, &query.lookup_text);
+    let category = classify(policy, embedder, &query.lookup_text).await?;
     if !category.cacheable {
         return Ok(miss(&format!("bypass: category {}", category.name)));
     }
-    if classify(config, &cached.lookup_text).name != category.name {
+    if classify(policy, embedder, &cached.lookup_text).await?.name != category.name {
         return Ok(miss("stored under another category"));
     }
     if row.cached == row.query {
@@ -319,7 +335,7 @@ pub struct Report {
 
 /// Runs every row with the config's own thresholds, and with each swept threshold.
 pub async fn evaluate(
-    config: &Config,
+    policy: &Policy,
     embedder: &Embedder,
     rows: &[EvalRow],
     sweep: bool,
@@ -328,7 +344,7 @@ pub async fn evaluate(
     let mut memo = EmbedMemo::new(embedder);
     let embedder = &mut memo;
     for row in rows {
-        let outcome = lookup_pair(config, embedder, row, None).await?;
+        let outcome = lookup_pair(policy, embedder, row, None).await?;
         report.overall.add(row.should_hit, outcome.hit);
         report
             .per_group
@@ -348,7 +364,7 @@ pub async fn evaluate(
             let threshold = step as f32 * 0.05;
             let mut figures = Figures::default();
             for row in rows {
-                let outcome = lookup_pair(config, embedder, row, Some(threshold)).await?;
+                let outcome = lookup_pair(policy, embedder, row, Some(threshold)).await?;
                 figures.add(row.should_hit, outcome.hit);
             }
             report.sweep.push((threshold, figures));
@@ -468,7 +484,8 @@ pub fn run(args: &EvalArgs) -> Result<String, EvalError> {
         .map_err(EvalError::Runtime)?;
     runtime.block_on(async {
         let embedder = Embedder::start(embedder_config(&config))?;
-        let report = evaluate(&config, &embedder, &rows, args.sweep).await?;
+        let policy = Policy::build(std::sync::Arc::new(config), &embedder).await?;
+        let report = evaluate(&policy, &embedder, &rows, args.sweep).await?;
         let mut out = if args.json {
             report.to_json().to_string()
         } else {

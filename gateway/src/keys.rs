@@ -19,12 +19,15 @@ impl Tenant {
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
             .filter(|k| !k.is_empty());
         match key {
-            Some(key) => {
-                let digest = digest(b"cachet-tenant", &[key]);
-                Self(hex::encode(&digest[..12]))
-            }
+            Some(key) => Self::from_api_key(key),
             None => Self("anonymous".to_owned()),
         }
+    }
+
+    /// The tenant of an API key.
+    pub fn from_api_key(key: &str) -> Self {
+        let digest = digest(b"cachet-tenant", &[key.trim()]);
+        Self(hex::encode(&digest[..12]))
     }
 
     /// The tenant that entries of shared categories belong to.

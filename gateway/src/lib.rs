@@ -1,16 +1,25 @@
 //! cachet's gateway: the OpenAI-compatible HTTP surface, the cache lookup/fill pipeline in front
 //! of an upstream, and the process around them.
+// Unit tests may unwrap: a panic there is a test failure with a backtrace.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admin;
 pub mod answer;
+pub mod breaker;
 pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod flight;
 pub mod keys;
+pub mod load;
+pub mod policy;
+pub mod reload;
 pub mod request;
 mod routes;
 pub mod state;
+pub mod store;
+pub mod sync;
 pub mod upstream;
 
 use axum::Router;
@@ -23,14 +32,23 @@ use tower_http::trace::TraceLayer;
 pub use state::AppState;
 
 /// The gateway's router. Layers, outermost first: trace → request id → routes (which apply the
-/// body limit, then the cache, then the upstream).
+/// body limit, then the cache, then the upstream); the admin routes add the token check.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let layers = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(request_id));
+    let admin = Router::new()
+        .route("/admin/invalidate", post(admin::invalidate))
+        .route("/admin/reload", post(admin::reload_config))
+        .route("/admin/stats", get(admin::stats))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
     Router::new()
+        .merge(admin)
         .route("/v1/chat/completions", post(routes::chat))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/models", get(routes::passthrough))

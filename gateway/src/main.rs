@@ -7,11 +7,18 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use cachet_embedder::Embedder;
+use cachet_gateway::breaker::Breaker;
 use cachet_gateway::cache::Cache;
 use cachet_gateway::eval::embedder_config;
+use cachet_gateway::load::LoadTracker;
+use cachet_gateway::policy::Policy;
+use cachet_gateway::reload::{self, ConfigSource};
+use cachet_gateway::store::StoreClient;
+use cachet_gateway::sync;
 use cachet_gateway::upstream::Upstream;
 use cachet_gateway::{AppState, app};
-use cachet_policies::Config;
+use cachet_index::{Change, EntryStore, MemoryStore, OriginFilter, RedisOptions, RedisStore};
+use cachet_policies::{Config, StoreSettings};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -68,49 +75,158 @@ fn main() -> anyhow::Result<()> {
             listen,
             upstream,
         } => {
-            let config = load_config(&config, listen, upstream)?;
-            tokio::runtime::Runtime::new()?.block_on(serve(config))
+            let source = config_source(&config, listen, upstream)?;
+            tokio::runtime::Runtime::new()?.block_on(serve(source))
         }
         Command::Eval(args) => {
             print!("{}", cachet_gateway::eval::run(&args)?);
             Ok(())
         }
         Command::CheckConfig { config } => {
-            load_config(&config, None, None)?;
+            config_source(&config, None, None)?
+                .load()
+                .with_context(|| format!("invalid config {}", config.display()))?;
             println!("{}: ok", config.display());
             Ok(())
         }
     }
 }
 
-fn load_config(
+fn config_source(
     path: &std::path::Path,
     listen: Option<std::net::SocketAddr>,
     upstream: Option<String>,
-) -> anyhow::Result<Config> {
-    let mut config =
-        Config::load(path).with_context(|| format!("invalid config {}", path.display()))?;
-    if let Some(listen) = listen {
-        config.server.listen = listen;
-    }
-    if let Some(url) = upstream {
-        // An explicit upstream replaces the bundled engine.
-        config.engine = None;
-        config.upstream.url = url::Url::parse(url.trim_end_matches('/'))
-            .with_context(|| format!("--upstream {url:?} is not a url"))?;
-    }
-    Ok(config)
+) -> anyhow::Result<ConfigSource> {
+    let upstream = upstream
+        .map(|url| {
+            url::Url::parse(url.trim_end_matches('/'))
+                .with_context(|| format!("--upstream {url:?} is not a url"))
+        })
+        .transpose()?;
+    Ok(ConfigSource {
+        path: path.to_owned(),
+        listen,
+        upstream,
+    })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+/// The store the config asks for, with what only its kind offers.
+struct OpenedStore {
+    backend: Arc<dyn EntryStore>,
+    /// The embedded store, which snapshots to disk.
+    memory: Option<Arc<MemoryStore>>,
+    /// Other gateways' changes to a shared store.
+    changes: Option<tokio::sync::mpsc::Receiver<Change>>,
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
+    match &config.store {
+        StoreSettings::Memory { snapshot, .. } => {
+            let store = match snapshot {
+                Some(path) => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || sync::restore(&path)).await?
+                }
+                None => MemoryStore::new(),
+            };
+            let store = Arc::new(store);
+            Ok(OpenedStore {
+                backend: store.clone(),
+                memory: Some(store),
+                changes: None,
+            })
+        }
+        StoreSettings::Redis {
+            url,
+            key_prefix,
+            connect_timeout,
+            response_timeout,
+            stream_max_len,
+        } => {
+            let options = RedisOptions {
+                url: url.expose().clone(),
+                key_prefix: key_prefix.clone(),
+                connect_timeout: *connect_timeout,
+                response_timeout: *response_timeout,
+                stream_max_len: stream_max_len.get(),
+            };
+            // Redis may be down at start: the gateway then serves uncached and catches up
+            // when it comes back, rather than refusing to start.
+            let store = RedisStore::connect(options).context("invalid redis store settings")?;
+            let changes = store.changes(OriginFilter::Others);
+            Ok(OpenedStore {
+                backend: Arc::new(store),
+                memory: None,
+                changes: Some(changes),
+            })
+        }
+    }
+}
+
+/// How long start-up waits for a shared store to fill the indexes before serving without them.
+const STORE_SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest one store call may take before it counts as failed, above the store's own timeouts.
+fn store_call_timeout(config: &Config) -> Duration {
+    match &config.store {
+        StoreSettings::Memory { .. } => Duration::from_secs(5),
+        StoreSettings::Redis {
+            connect_timeout,
+            response_timeout,
+            ..
+        } => *connect_timeout + *response_timeout,
+    }
+}
+
+async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    let config = Arc::new(
+        source
+            .load()
+            .with_context(|| format!("invalid config {}", source.path.display()))?,
+    );
     let embedder_config = embedder_config(&config);
     let embedder = tokio::task::spawn_blocking(move || Embedder::start(embedder_config))
         .await?
         .context("failed to start the embedder")?;
-    let cache = Cache::new(Arc::clone(&config), embedder).context("failed to create the cache")?;
-    let upstream =
-        Upstream::new(&config.upstream).context("failed to create the upstream client")?;
+    let load = Arc::new(LoadTracker::new(&config.adaptive));
+    let OpenedStore {
+        backend,
+        memory,
+        changes,
+    } = open_store(&config).await?;
+    let breaker = Breaker::new(
+        config.store_breaker.failures.get(),
+        config.store_breaker.retry_after,
+    );
+    let store = StoreClient::new(backend, breaker, store_call_timeout(&config));
+    let policy = Policy::build(Arc::clone(&config), &embedder)
+        .await
+        .context("failed to build the cache policy")?;
+    let cache = Arc::new(
+        Cache::new(policy, embedder, store, Arc::clone(&load))
+            .context("failed to create the cache")?,
+    );
+    match changes {
+        // A shared store's change feed opens by rebuilding the indexes from the store, so no
+        // change made meanwhile by another gateway is missed. Serving starts once that is done,
+        // or degraded (every request a miss until it is) when the store does not answer soon.
+        Some(changes) => {
+            let (filled, filled_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(sync::follow(Arc::clone(&cache), changes, filled));
+            if tokio::time::timeout(STORE_SYNC_WAIT, filled_rx).await.is_err() {
+                tracing::warn!(
+                    wait_s = STORE_SYNC_WAIT.as_secs(),
+                    "the store did not answer at start; serving uncached until it does"
+                );
+            }
+        }
+        None => {
+            sync::load_from_store(&cache).await;
+        }
+    }
+
+    let upstream = Upstream::new(&config.upstream, Arc::clone(&load))
+        .context("failed to create the upstream client")?;
     // The engine starts before the gateway listens, so that the first request finds it ready.
     let engine = match config.engine.clone() {
         Some(settings) => Some(
@@ -123,16 +239,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("failed to install the metrics recorder")?;
-    let state = AppState::new(cache, upstream, Some(metrics));
-
-    let cache = state.cache_handle();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            cache.purge_expired();
-        }
-    });
+    let state = AppState::new(Arc::clone(&cache), upstream, Some(metrics), Some(source));
+    spawn_background(&state, &config, memory.as_ref());
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -144,7 +252,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::trace!(error = %e, "failed to set TCP_NODELAY");
         }
     });
-    tracing::info!(%addr, upstream = %state.upstream.base_url(), "cachet serving");
+    tracing::info!(%addr, upstream = %state.upstream.base_url(), store = cache.store().kind(), "cachet serving");
     println!("listening on http://{addr}");
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())
@@ -152,7 +260,56 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(engine) = engine {
         engine.shutdown().await;
     }
+    if let (
+        Some(memory),
+        StoreSettings::Memory {
+            snapshot: Some(path),
+            ..
+        },
+    ) = (memory, &config.store)
+    {
+        sync::snapshot(memory, path.clone()).await;
+    }
     served.context("server failed")
+}
+
+/// The gateway's periodic work: expiry, store probes, load sampling, config watching and
+/// snapshots.
+fn spawn_background(state: &AppState, config: &Config, memory: Option<&Arc<MemoryStore>>) {
+    let cache = state.cache_handle();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            cache.purge_expired().await;
+        }
+    });
+    let cache = state.cache_handle();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            cache.load().tick(std::time::Instant::now());
+            // A shared store that comes back is resynchronised by its change feed.
+            cache.store().probe().await;
+        }
+    });
+    tokio::spawn(reload::watch(state.clone(), Duration::from_secs(1)));
+    if let (
+        Some(memory),
+        StoreSettings::Memory {
+            snapshot: Some(path),
+            snapshot_interval,
+        },
+    ) = (memory, &config.store)
+    {
+        tokio::spawn(sync::snapshot_every(
+            Arc::clone(memory),
+            path.clone(),
+            *snapshot_interval,
+        ));
+    }
 }
 
 async fn shutdown() {

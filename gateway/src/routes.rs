@@ -47,9 +47,9 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
     let bytes = read_body(body, state.max_body_bytes).await?;
     let parsed = CacheRequest::parse(route, &bytes)?;
     let cache = state.cache();
-    let plan = cache.plan(&parsed, &parts.headers);
+    let plan = cache.plan(&parsed, &parts.headers).await;
 
-    let mut vector = None;
+    let mut vector = plan.vector.clone();
     if plan.lookup {
         let lookup = cache.lookup(&parsed, &plan).await;
         if let Some(hit) = lookup.hit {
@@ -67,7 +67,7 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
             .send(Method::POST, route.upstream_path(), &parts.headers, bytes)
             .await?;
         let mut response = relay(upstream);
-        decorate(response.headers_mut(), &plan, label, None);
+        decorate(response.headers_mut(), &plan, label, None, None);
         return Ok(response);
     }
 
@@ -94,11 +94,13 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
             .increment(1);
     }
     let (mut response, served_as) = flight.response().await?;
+    let entry = plan.store.then(|| plan.key.entry_id());
     decorate(
         response.headers_mut(),
         &plan,
         served_as.unwrap_or(label),
         None,
+        entry,
     );
     Ok(response)
 }
@@ -130,7 +132,7 @@ impl Miss {
         // The entry may have been stored between this request's lookup and its flight: a
         // flight lands only after its answer is stored, so this check closes that window.
         if plan.lookup
-            && let Some(answer) = state.cache().peek_exact(&plan)
+            && let Some(answer) = state.cache().peek_exact(&plan).await
         {
             let events = replay_bytes(route, &request, &answer);
             flight.set_head(Ok((StatusCode::OK, events.0, Some("hit-exact"))));
@@ -139,6 +141,7 @@ impl Miss {
             state.flights.land(&key);
             return;
         }
+        let started = std::time::Instant::now();
         let upstream = match state
             .upstream
             .send(Method::POST, route.upstream_path(), &headers, body)
@@ -178,7 +181,13 @@ impl Miss {
         flight.finish(true);
         if keep {
             match answer::assemble(route, request.stream, &copy) {
-                Some(response) => state.cache().fill(&request, &plan, vector, response).await,
+                Some(response) => {
+                    let cost = started.elapsed();
+                    state
+                        .cache()
+                        .fill(&request, &plan, vector, response, cost)
+                        .await;
+                }
                 None => tracing::debug!("answer not cached: incomplete or unsuccessful"),
             }
         }
@@ -233,7 +242,13 @@ fn count(route: Route, plan: &Plan, outcome: &'static str) {
     .increment(1);
 }
 
-fn decorate(headers: &mut HeaderMap, plan: &Plan, label: &'static str, similarity: Option<f32>) {
+fn decorate(
+    headers: &mut HeaderMap,
+    plan: &Plan,
+    label: &'static str,
+    similarity: Option<f32>,
+    entry: Option<u64>,
+) {
     let label = if plan.bypass.is_some() {
         "bypass"
     } else {
@@ -251,6 +266,11 @@ fn decorate(headers: &mut HeaderMap, plan: &Plan, label: &'static str, similarit
     if let Some(reason) = plan.bypass {
         headers.insert("x-cachet-bypass", HeaderValue::from_static(reason));
     }
+    if let Some(id) = entry
+        && let Ok(value) = HeaderValue::from_str(&format!("{id:016x}"))
+    {
+        headers.insert("x-cachet-entry", value);
+    }
 }
 
 fn hit_response(route: Route, request: &CacheRequest, plan: &Plan, hit: Hit) -> Response {
@@ -262,6 +282,7 @@ fn hit_response(route: Route, request: &CacheRequest, plan: &Plan, hit: Hit) -> 
         plan,
         hit_label(hit.kind),
         Some(hit.similarity),
+        Some(hit.id),
     );
     response
 }
@@ -289,27 +310,41 @@ pub async fn passthrough(
     Ok(relay(upstream))
 }
 
+/// Always 200 while the gateway serves: a degraded store means uncached answers, not failures.
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let cache = state.cache();
     let categories: serde_json::Map<String, serde_json::Value> = cache
         .entries_per_category()
         .into_iter()
-        .map(|(name, n)| (name.to_owned(), json!({ "entries": n })))
+        .map(|(name, entries, bytes)| (name, json!({ "entries": entries, "bytes": bytes })))
         .collect();
+    let store_up = cache.store().is_up();
     Json(json!({
-        "status": "ok",
-        "store": { "kind": "memory", "status": "ok", "entries": cache.store().len(), "bytes": cache.store().size_bytes() },
+        "status": if store_up { "ok" } else { "degraded" },
+        "store": {
+            "kind": cache.store().kind(),
+            "state": if store_up { "up" } else { "down" },
+        },
         "upstream": state.upstream.base_url(),
+        "load": format!("{:?}", cache.load().state()).to_lowercase(),
         "categories": categories,
     }))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let cache = state.cache();
-    for (category, entries) in cache.entries_per_category() {
-        metrics::gauge!("cachet_entries", "category" => category.to_owned()).set(entries as f64);
+    let load_state = cache.load().state();
+    let config = cache.config();
+    for (category, entries, bytes) in cache.entries_per_category() {
+        metrics::gauge!("cachet_entries", "category" => category.clone()).set(entries as f64);
+        metrics::gauge!("cachet_entry_bytes", "category" => category.clone()).set(bytes as f64);
+        if let Some(policy) = config.category(&category) {
+            metrics::gauge!("cachet_effective_threshold", "category" => category.clone())
+                .set(f64::from(policy.effective_threshold(load_state).get()));
+            metrics::gauge!("cachet_effective_ttl_seconds", "category" => category)
+                .set(policy.effective_ttl(load_state).as_secs_f64());
+        }
     }
-    metrics::gauge!("cachet_store_bytes").set(cache.store().size_bytes() as f64);
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, Response, header};
+use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
 use bytes::Bytes;
 use cachet_policies::UpstreamSettings;
 use futures::StreamExt;
 use parking_lot::RwLock;
 
 use crate::flight::UpstreamFailure;
+use crate::load::LoadTracker;
 
 /// Request headers that are not forwarded: hop-by-hop ones, ones the client sets anew, and
 /// `accept-encoding`, so that the upstream answers uncompressed and answers can be cached.
@@ -40,10 +41,14 @@ pub struct Upstream {
     client: reqwest::Client,
     /// Changes when a supervised engine restarts on a new port.
     base: Arc<RwLock<String>>,
+    load: Arc<LoadTracker>,
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        load: Arc<LoadTracker>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -54,6 +59,7 @@ impl Upstream {
             base: Arc::new(RwLock::new(
                 settings.url.as_str().trim_end_matches('/').to_owned(),
             )),
+            load,
         })
     }
 
@@ -86,6 +92,7 @@ impl Upstream {
             forwarded.remove(name);
         }
         let started = std::time::Instant::now();
+        let waiting = self.load.start();
         let result = self
             .client
             .request(method, format!("{}{path}", self.base_url()))
@@ -95,6 +102,13 @@ impl Upstream {
             .await;
         metrics::histogram!("cachet_upstream_headers_seconds")
             .record(started.elapsed().as_secs_f64());
+        let overloaded = result.as_ref().map_or(true, |response| {
+            matches!(
+                response.status(),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+        });
+        waiting.finish(overloaded);
         result.map_err(|e| {
             metrics::counter!("cachet_upstream_errors_total").increment(1);
             if e.is_timeout() {

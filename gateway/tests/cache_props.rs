@@ -4,11 +4,17 @@
 //! stored entry expires exactly one category TTL after it was stored.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use cachet_embedder::{BatchOptions, EmbedBackend, Embedder};
+use cachet_gateway::breaker::Breaker;
 use cachet_gateway::cache::{Cache, HitKind};
+use cachet_gateway::load::LoadTracker;
+use cachet_gateway::policy::Policy;
 use cachet_gateway::request::{CacheRequest, Route};
+use cachet_gateway::store::StoreClient;
+use cachet_index::MemoryStore;
 use cachet_policies::Config;
 use proptest::prelude::*;
 use serde_json::json;
@@ -84,11 +90,18 @@ fn answer(text: &str) -> serde_json::Value {
            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
 }
 
-fn cache() -> Cache {
+async fn cache() -> Cache {
     let config = Arc::new(Config::from_toml(CONFIG).expect("valid config"));
     let embedder =
         Embedder::with_backend(BagOfWords, BatchOptions::default()).expect("embedder starts");
-    Cache::new(config, embedder).expect("cache")
+    let store = StoreClient::new(
+        Arc::new(MemoryStore::new()),
+        Breaker::new(3, Duration::from_secs(1)),
+        Duration::from_secs(5),
+    );
+    let load = Arc::new(LoadTracker::new(&config.adaptive));
+    let policy = Policy::build(config, &embedder).await.expect("policy");
+    Cache::new(policy, embedder, store, load).expect("cache")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -107,15 +120,15 @@ proptest! {
         queries in prop::collection::vec((question(), 0u8..3), 1..12),
     ) {
         runtime().block_on(async {
-            let cache = cache();
+            let cache = cache().await;
             for (text, tenant) in &stored {
                 let req = request(text);
-                let plan = cache.plan(&req, &headers(*tenant));
-                cache.fill(&req, &plan, None, answer(&format!("{tenant}:{text}"))).await;
+                let plan = cache.plan(&req, &headers(*tenant)).await;
+                cache.fill(&req, &plan, None, answer(&format!("{tenant}:{text}")), Duration::ZERO).await;
             }
             for (text, tenant) in &queries {
                 let req = request(text);
-                let plan = cache.plan(&req, &headers(*tenant));
+                let plan = cache.plan(&req, &headers(*tenant)).await;
                 let Some(hit) = cache.lookup(&req, &plan).await.hit else { continue };
                 let served = hit.answer.response["choices"][0]["message"]["content"].as_str().unwrap_or("").to_owned();
                 let (owner, question) = served.split_once(':').expect("answer names its tenant");
@@ -135,12 +148,13 @@ proptest! {
         stored in prop::collection::vec((question(), 0u8..3), 1..12),
     ) {
         runtime().block_on(async {
-            let cache = cache();
+            let cache = cache().await;
             for (text, tenant) in &stored {
                 let req = request(text);
-                let plan = cache.plan(&req, &headers(*tenant));
-                cache.fill(&req, &plan, None, answer(text)).await;
-                let entry = cache.store().get(plan.key.entry_id(), 0).expect("stored");
+                let plan = cache.plan(&req, &headers(*tenant)).await;
+                cache.fill(&req, &plan, None, answer(text), Duration::ZERO).await;
+                let entry = cache.store().get(plan.key.entry_id(), 0).await.expect("stored");
+                let entry = &entry.meta;
                 let ttl = cache.config().category(&plan.category).expect("category").ttl;
                 prop_assert_eq!(entry.category.as_str(), plan.category.as_str());
                 prop_assert_eq!(u128::from(entry.expires_at_ms - entry.created_at_ms), ttl.as_millis());
