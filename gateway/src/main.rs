@@ -65,7 +65,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The graph and ONNX Runtime libraries log routine events at info.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,hnsw_rs=warn,ort=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -179,6 +181,10 @@ fn store_call_timeout(config: &Config) -> Duration {
 }
 
 async fn serve(source: ConfigSource) -> anyhow::Result<()> {
+    // First, so that gauges set while starting (the store's state) are recorded.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("failed to install the metrics recorder")?;
     let config = Arc::new(
         source
             .load()
@@ -213,7 +219,10 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         Some(changes) => {
             let (filled, filled_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(sync::follow(Arc::clone(&cache), changes, filled));
-            if tokio::time::timeout(STORE_SYNC_WAIT, filled_rx).await.is_err() {
+            if tokio::time::timeout(STORE_SYNC_WAIT, filled_rx)
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     wait_s = STORE_SYNC_WAIT.as_secs(),
                     "the store did not answer at start; serving uncached until it does"
@@ -236,9 +245,6 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("failed to install the metrics recorder")?;
     let state = AppState::new(Arc::clone(&cache), upstream, Some(metrics), Some(source));
     spawn_background(&state, &config, memory.as_ref());
 

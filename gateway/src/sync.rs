@@ -97,7 +97,18 @@ pub async fn resync(cache: &Cache) {
 pub async fn snapshot(store: Arc<MemoryStore>, path: PathBuf) {
     let started = Instant::now();
     let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || store.save_snapshot(&target)).await;
+    let written = tokio::task::spawn_blocking(move || {
+        // The snapshot's directory is made on first use, like the file.
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| cachet_index::Error::SnapshotIo {
+                action: "create the directory of",
+                path: target.clone(),
+                source,
+            })?;
+        }
+        store.save_snapshot(&target)
+    })
+    .await;
     match written {
         Ok(Ok(stats)) => tracing::debug!(
             path = %path.display(),
