@@ -14,7 +14,7 @@ use toml::Table;
 use crate::support::{KEY_A, RawResponse};
 
 /// The admin token of the scenarios that enable the admin API.
-pub const ADMIN_TOKEN: &str = "admin-token-e2e";
+pub const ADMIN_TOKEN: &str = "admin-token-for-the-e2e-tests";
 
 /// Longest wait for the gateway to store an answer it has sent.
 const FILL_TIMEOUT: Duration = Duration::from_secs(20);
