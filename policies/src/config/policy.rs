@@ -68,8 +68,8 @@ impl AdminSettings {
 
 pub(super) fn classifier(c: &mut Checker, raw: &RawClassifier) -> ClassifierSettings {
     ClassifierSettings {
-        min_similarity: c.fraction("classifier.min_similarity", raw.min_similarity, 0.3) as f32,
-        margin: c.fraction("classifier.margin", raw.margin, 0.05) as f32,
+        min_similarity: c.fraction("classifier.min_similarity", raw.min_similarity, 0.5) as f32,
+        margin: c.fraction("classifier.margin", raw.margin, 0.15) as f32,
     }
 }
 
@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(c.problems.len(), 2);
         let raw = RawClassifier::default();
         let settings = classifier(&mut c, &raw);
-        assert_eq!(settings.min_similarity, 0.3);
-        assert_eq!(settings.margin, 0.05);
+        assert_eq!(settings.min_similarity, 0.5);
+        assert_eq!(settings.margin, 0.15);
     }
 }
