@@ -176,16 +176,20 @@ fn rate_limits_relax_the_threshold_until_load_stays_low_for_hold() {
 }
 
 #[test]
-fn a_slow_upstream_relaxes_the_policy() {
+fn a_slow_upstream_relaxes_the_policy_and_answers_stored_meanwhile_keep_the_relaxed_ttl() {
     let stack = PolicyStack::start(|config| {
         config.admin_token(ADMIN_TOKEN);
         relaxed_general(config);
+        config.set("categories.general.ttl", "1s").unwrap();
+        config.set("categories.general.relaxed_ttl", "1h").unwrap();
         config.replace_section(
             "adaptive",
             adaptive("high_latency = \"400ms\"\nlow_latency = \"150ms\"", "1s"),
         );
     });
     assert!(!is_relaxed(&stack));
+    assert_general_policy(&stack, NORMAL_THRESHOLD, 1.0, "normal");
+    // The first answer's latency starts the average (a fast one first would hold it down).
     for i in 0..2 {
         stack.upstream.push(Reply::Delayed(
             Duration::from_millis(900),
@@ -204,10 +208,30 @@ fn a_slow_upstream_relaxes_the_policy() {
         latency_seen >= 0.4,
         "relaxed, but the latency EWMA shown was at most {latency_seen} s"
     );
-    assert_general_policy(&stack, RELAXED_THRESHOLD, RELAXED_TTL_S, "relaxed");
+    assert_general_policy(&stack, RELAXED_THRESHOLD, 3600.0, "relaxed");
+    // Stored while relaxed: it keeps the relaxed TTL after the policy returns to normal.
+    stack.chat_stored(BOILING);
     // Fast answers (and idle seconds) bring the average down again.
     stack.wait_for("the normal state", Duration::from_secs(15), || {
         !is_relaxed(&stack)
     });
-    assert_general_policy(&stack, NORMAL_THRESHOLD, NORMAL_TTL_S, "normal");
+    assert_general_policy(&stack, NORMAL_THRESHOLD, 1.0, "normal");
+    // At least a second has passed since it was stored: the EWMA had to halve twice, then
+    // stay low for `hold`.
+    let kept = stack.chat(BOILING);
+    assert_eq!(
+        kept.cache(),
+        Some("hit-exact"),
+        "an answer stored while relaxed must keep relaxed_ttl: {kept:#?}"
+    );
+    // The control: under the normal policy an answer lives one second.
+    stack.chat_stored(SOURDOUGH);
+    std::thread::sleep(Duration::from_millis(1300));
+    let expired = stack.chat(SOURDOUGH);
+    assert_eq!(
+        expired.cache(),
+        Some("miss"),
+        "an answer stored under the normal 1 s TTL must expire: {expired:#?}"
+    );
+    assert_eq!(stack.chat(BOILING).cache(), Some("hit-exact"));
 }
