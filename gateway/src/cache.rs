@@ -264,8 +264,11 @@ impl Cache {
         metrics::histogram!("cachet_search_seconds").record(started.elapsed().as_secs_f64());
         // The topic embedding is needed only by candidates whose context refers back to it.
         let mut topic_vector: Option<Option<Vec<f32>>> = None;
-        let threshold = category.effective_threshold(self.load.state()).get();
-        for neighbour in neighbours.into_iter().filter(|n| n.similarity >= threshold) {
+        let threshold = category.effective_threshold(self.load.state());
+        for neighbour in neighbours
+            .into_iter()
+            .filter(|n| n.similarity >= threshold.get())
+        {
             let Some(answer) = self.read(neighbour.id, now, None).await else {
                 continue;
             };
@@ -290,7 +293,7 @@ impl Cache {
                 similarity: neighbour.similarity,
                 topic_similarity,
             };
-            if let Err(refusal) = judge(category, &candidate, &category.context) {
+            if let Err(refusal) = judge(category, threshold, &candidate, &category.context) {
                 tracing::debug!(
                     similarity = neighbour.similarity,
                     cached = cached_view.lookup_text,

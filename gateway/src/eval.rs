@@ -272,17 +272,16 @@ pub async fn lookup_pair(
         .as_deref()
         .zip(topic.as_deref())
         .map(|(a, b)| dot(a, b));
-    let mut category = category.clone();
-    if let Some(t) = threshold.and_then(|t| cachet_policies::Threshold::new(f64::from(t))) {
-        category.threshold = t;
-    }
+    let threshold = threshold
+        .and_then(|t| cachet_policies::Threshold::new(f64::from(t)))
+        .unwrap_or(category.threshold);
     let candidate = Candidate {
         cached: &cached,
         query: &query,
         similarity,
         topic_similarity,
     };
-    let verdict = judge(&category, &candidate, &category.context);
+    let verdict = judge(category, threshold, &candidate, &category.context);
     let lookup_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Outcome {
         hit: verdict.is_ok(),

@@ -97,7 +97,12 @@ fn main() {
             similarity: 0.9,
             topic_similarity: Some(0.8),
         };
-        let _ = black_box(judge(category, &candidate, &ContextSettings::default()));
+        let _ = black_box(judge(
+            category,
+            category.threshold,
+            &candidate,
+            &ContextSettings::default(),
+        ));
         times.push(started.elapsed().as_secs_f64() * 1e6);
     }
     println!("conversation view + judge, 5 turns: {}", percentiles(times));

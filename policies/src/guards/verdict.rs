@@ -2,7 +2,7 @@
 //! similarity against the category's threshold, then the category's hit guards on the two
 //! questions, then the conversation context.
 
-use crate::config::Category;
+use crate::config::{Category, Threshold};
 use crate::context::{ContextSettings, ConversationView, compare_context};
 
 use super::{Refusal, check_guards};
@@ -19,12 +19,15 @@ pub struct Candidate<'a> {
 }
 
 /// `Ok` serves the candidate; a refusal names the check that failed, for the lookup trace.
+/// `threshold` is the one in force: the category's own, or its relaxed one under load
+/// ([`Category::effective_threshold`]).
 pub fn judge(
     category: &Category,
+    threshold: Threshold,
     candidate: &Candidate<'_>,
     context: &ContextSettings,
 ) -> Result<(), Refusal> {
-    let threshold = category.threshold.get();
+    let threshold = threshold.get();
     if candidate.similarity < threshold {
         return Err(Refusal {
             guard: "threshold",
@@ -70,7 +73,13 @@ mod tests {
             similarity,
             topic_similarity: None,
         };
-        let got = judge(category, &candidate, &ContextSettings::default()).err();
+        let got = judge(
+            category,
+            category.threshold,
+            &candidate,
+            &ContextSettings::default(),
+        )
+        .err();
         assert_eq!(got.as_ref().map(|r| r.guard), expected, "{got:?}");
     }
 
@@ -88,7 +97,7 @@ mod tests {
             let category = config.category("general").expect("general");
             let (a, b) = (view(&a), view(&b));
             let candidate = Candidate { cached: &a, query: &b, similarity, topic_similarity: None };
-            if judge(category, &candidate, &ContextSettings::default()).is_ok() {
+            if judge(category, category.threshold, &candidate, &ContextSettings::default()).is_ok() {
                 proptest::prop_assert!(similarity >= category.threshold.get());
             }
         }
