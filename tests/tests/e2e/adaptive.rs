@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cachet_tests::Reply;
 use cachet_tests::upstream::CHAT_PATH;
+use cachet_tests::upstream::Gate;
 
 use crate::policy_support::*;
 use crate::support::*;
@@ -234,4 +235,52 @@ fn a_slow_upstream_relaxes_the_policy_and_answers_stored_meanwhile_keep_the_rela
         "an answer stored under the normal 1 s TTL must expire: {expired:#?}"
     );
     assert_eq!(stack.chat(BOILING).cache(), Some("hit-exact"));
+}
+
+#[test]
+fn requests_waiting_on_the_upstream_relax_the_policy() {
+    let stack = PolicyStack::start(|config| {
+        config.admin_token(ADMIN_TOKEN);
+        relaxed_general(config);
+        config.replace_section(
+            "adaptive",
+            adaptive("high_in_flight = 3\nlow_in_flight = 0", "1s"),
+        );
+    });
+    let gate = Gate::new();
+    for _ in 0..4 {
+        stack.upstream.push(Reply::Gated {
+            before: "Held ".into(),
+            after: "answer".into(),
+            gate: gate.clone(),
+        });
+    }
+    std::thread::scope(|scope| {
+        let waiting: Vec<_> = (0..4)
+            .map(|i| {
+                let stack = &stack;
+                scope.spawn(move || {
+                    stack.post_chat(&format!("Held question {i}: what is {i} plus {i}?"), &[])
+                })
+            })
+            .collect();
+        let relaxed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stack.wait_for("the relaxed state", SWITCH_TIMEOUT, || is_relaxed(&stack));
+            assert_general_policy(&stack, RELAXED_THRESHOLD, RELAXED_TTL_S, "relaxed");
+        }));
+        // The held requests must end whatever happened, or the scope would never close.
+        gate.open();
+        for handle in waiting {
+            let response = handle.join().unwrap();
+            assert_eq!(response.status, 200, "{response:#?}");
+            assert_eq!(response.content(), "Held answer");
+        }
+        if let Err(panic) = relaxed {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    stack.wait_for("the normal state", Duration::from_secs(10), || {
+        !is_relaxed(&stack)
+    });
+    assert_general_policy(&stack, NORMAL_THRESHOLD, NORMAL_TTL_S, "normal");
 }
