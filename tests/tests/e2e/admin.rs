@@ -115,6 +115,18 @@ fn the_admin_api_needs_its_token_then_reports_and_invalidates() {
     }
     assert_eq!(stack.chat(FRANCE).cache(), Some("hit-exact"));
 
+    // Every condition given must hold: these match nothing.
+    for body in [
+        json!({"api_key": KEY_B}),
+        json!({"question_contains": "everest", "category": "code"}),
+        json!({"question_contains": "everest", "api_key": KEY_B}),
+    ] {
+        let none = stack.admin(Method::POST, "/admin/invalidate", Some(body.clone()));
+        assert_eq!(none.status, 200, "{body}: {none:#?}");
+        assert_eq!(none.json()["deleted"], 0, "{body}: {none:#?}");
+    }
+    assert_eq!(stack.chat(EVEREST).cache(), Some("hit-exact"));
+
     let by_category = stack.admin(
         Method::POST,
         "/admin/invalidate",
@@ -147,4 +159,15 @@ fn the_admin_api_needs_its_token_then_reports_and_invalidates() {
     assert_eq!(by_id.json()["deleted"], 1, "{by_id:#?}");
     let gone = stack.chat(CODE_QUESTION);
     assert_eq!(gone.cache(), Some("miss"), "{gone:#?}");
+
+    // By tenant and question text together.
+    stack.chat_stored(BOILING);
+    let by_text = stack.admin(
+        Method::POST,
+        "/admin/invalidate",
+        Some(json!({"api_key": KEY_A, "question_contains": "BOILING POINT"})),
+    );
+    assert_eq!(by_text.status, 200, "{by_text:#?}");
+    assert_eq!(by_text.json()["deleted"], 1, "{by_text:#?}");
+    assert_eq!(stack.chat(BOILING).cache(), Some("miss"));
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use cachet_tests::Reply;
+use reqwest::Method;
 
 use crate::policy_support::*;
 use crate::support::*;
@@ -23,12 +24,19 @@ fn boxed(quota: &str) -> toml::Table {
     section(&format!("threshold = 0.9\nttl = \"1h\"\n{quota}"))
 }
 
+/// GDSF's cost of an answer is the upstream's latency; this one is expensive.
+const SLOW_UPSTREAM: Duration = Duration::from_millis(300);
+
 fn start() -> PolicyStack {
     PolicyStack::start(|config| {
         config.admin_token(ADMIN_TOKEN);
         for (name, quota) in [
             ("lfu_box", "max_entries = 2\neviction = \"lfu\"".to_owned()),
             ("lru_box", "max_entries = 2\neviction = \"lru\"".to_owned()),
+            (
+                "gdsf_box",
+                "max_entries = 2\neviction = \"gdsf\"".to_owned(),
+            ),
             (
                 "bytes_box",
                 format!("max_bytes = {BYTE_QUOTA}\neviction = \"lru\""),
@@ -123,5 +131,67 @@ fn a_byte_quota_holds() {
         A,
         "miss",
         "the oldest entry goes first",
+    );
+}
+
+#[test]
+fn gdsf_gives_up_a_large_cheap_answer_before_a_small_expensive_one() {
+    let stack = start();
+    // A: small and slow to get; B: large and instant; then C. LRU or LFU would evict A, the
+    // oldest; GreedyDual-Size-Frequency ranks by cost per byte and evicts B.
+    stack.upstream.push(Reply::Delayed(
+        SLOW_UPSTREAM,
+        Box::new(Reply::Text("Small answer.".into())),
+    ));
+    stack.chat_in_stored("gdsf_box", A);
+    stack
+        .upstream
+        .push(Reply::Text("y".repeat(LONG_ANSWER_BYTES)));
+    stack.chat_in_stored("gdsf_box", B);
+    stack.chat_in_stored("gdsf_box", C);
+    stack.wait_for("the quota to hold", Duration::from_secs(5), || {
+        stack.category_stats("gdsf_box")["entries"].as_u64() == Some(2)
+    });
+    assert_cache(
+        &stack,
+        "gdsf_box",
+        A,
+        "hit-exact",
+        "small and expensive, GDSF keeps it",
+    );
+    assert_cache(&stack, "gdsf_box", C, "hit-exact", "the newest entry stays");
+    assert_cache(
+        &stack,
+        "gdsf_box",
+        B,
+        "miss",
+        "large and cheap, GDSF evicts it",
+    );
+}
+
+#[test]
+fn a_reload_that_lowers_a_quota_evicts_at_once() {
+    let mut stack = start();
+    stack.chat_in_stored("lru_box", A);
+    stack.chat_in_stored("lru_box", B);
+    assert_cache(&stack, "lru_box", A, "hit-exact", "stored just now");
+    stack.rewrite_config(|config| {
+        config.set("categories.lru_box.max_entries", 1).unwrap();
+    });
+    let reloaded = stack.admin(Method::POST, "/admin/reload", None);
+    assert_eq!(reloaded.status, 200, "{reloaded:#?}");
+    // The watcher may have applied the file first; either way it is applied by now.
+    assert_eq!(
+        stack.category_stats("lru_box")["entries"].as_u64(),
+        Some(1),
+        "a lowered quota must evict without waiting for the next insert"
+    );
+    assert_cache(&stack, "lru_box", A, "hit-exact", "used last, LRU keeps it");
+    assert_cache(
+        &stack,
+        "lru_box",
+        B,
+        "miss",
+        "least recently used, evicted by the reload",
     );
 }
