@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+use cachet_tests::GatewayConfig;
+use reqwest::Method;
+
 use crate::policy_support::*;
 
 /// Longest wait for the gateway to store the answers it has sent.
@@ -35,35 +38,39 @@ fn prototype_category(examples: &[&str]) -> toml::Table {
     table
 }
 
+const COOKING_EXAMPLES: [&str; 4] = [
+    "How long should I bake a loaf of bread?",
+    "What temperature do I roast a chicken at?",
+    "How do I make a tomato sauce for pasta?",
+    "Can I substitute butter with olive oil when baking?",
+];
+const TRAVEL_EXAMPLES: [&str; 4] = [
+    "What should I pack for a week in Japan?",
+    "Do I need a visa to visit Brazil?",
+    "How do I find cheap flights to Europe?",
+    "Which neighbourhood is best to stay in when visiting Lisbon?",
+];
+
+fn classifier(config: &mut GatewayConfig) {
+    config.replace_section(
+        "classifier",
+        section(&format!(
+            "min_similarity = {MIN_SIMILARITY}\nmargin = {MARGIN}"
+        )),
+    );
+}
+
 #[test]
 fn requests_no_rule_claims_go_to_the_nearest_prototype() {
     let stack = PolicyStack::start(|config| {
-        config.replace_section(
-            "classifier",
-            section(&format!(
-                "min_similarity = {MIN_SIMILARITY}\nmargin = {MARGIN}"
-            )),
-        );
-        config.add_section(
-            "categories.cooking",
-            prototype_category(&[
-                "How long should I bake a loaf of bread?",
-                "What temperature do I roast a chicken at?",
-                "How do I make a tomato sauce for pasta?",
-                "Can I substitute butter with olive oil when baking?",
-            ]),
-            Some("categories.general"),
-        );
-        config.add_section(
-            "categories.travel",
-            prototype_category(&[
-                "What should I pack for a week in Japan?",
-                "Do I need a visa to visit Brazil?",
-                "How do I find cheap flights to Europe?",
-                "Which neighbourhood is best to stay in when visiting Lisbon?",
-            ]),
-            Some("categories.general"),
-        );
+        classifier(config);
+        for (name, examples) in [("cooking", COOKING_EXAMPLES), ("travel", TRAVEL_EXAMPLES)] {
+            config.add_section(
+                &format!("categories.{name}"),
+                prototype_category(&examples),
+                Some("categories.general"),
+            );
+        }
     });
     let check = |question: &str, headers: &[(&str, &str)], expected: &str, why: &str| {
         let response = stack.chat_with(question, headers);
@@ -96,4 +103,30 @@ fn requests_no_rule_claims_go_to_the_nearest_prototype() {
     let again = stack.chat(COOKING);
     assert!(is_hit(&again), "{again:#?}");
     assert_eq!(category_of(&again), "cooking", "{again:#?}");
+}
+
+#[test]
+fn examples_added_by_a_reload_are_embedded_and_used() {
+    let mut stack = PolicyStack::start(|config| {
+        config.admin_token(ADMIN_TOKEN);
+        classifier(config);
+    });
+    let before = stack.chat(COOKING);
+    assert_eq!(category_of(&before), "general", "{before:#?}");
+    stack.rewrite_config(|config| {
+        config.add_section(
+            "categories.cooking",
+            prototype_category(&COOKING_EXAMPLES),
+            Some("categories.general"),
+        );
+    });
+    let reloaded = stack.admin(Method::POST, "/admin/reload", None);
+    assert_eq!(reloaded.status, 200, "{reloaded:#?}");
+    let after = stack.chat(COOKING);
+    assert_eq!(category_of(&after), "cooking", "{after:#?}");
+    assert_eq!(
+        after.cache(),
+        Some("miss"),
+        "a new category starts empty: {after:#?}"
+    );
 }
