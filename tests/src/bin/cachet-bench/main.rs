@@ -109,6 +109,14 @@ fn main() -> anyhow::Result<()> {
     };
     eprintln!("starting {}", binary.display());
     let gateway = Gateway::start_binary(&binary, &config).context("failed to start the gateway")?;
+    // A gateway that ignored the store settings would measure the wrong thing.
+    let health = gateway.healthz().context("failed to read /healthz")?;
+    ensure!(
+        health.store_kind() == Some(args.store.name()),
+        "the gateway reports store {:?}, not {}",
+        health.store_kind(),
+        args.store.name()
+    );
     let pid = gateway.pid();
     let rss_at_start_bytes = proc_status_bytes(pid, "VmRSS")?;
 
