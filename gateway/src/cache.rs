@@ -30,6 +30,9 @@ pub struct Plan {
     pub classified_by: &'static str,
     /// Why the cache is skipped entirely, if it is.
     pub bypass: Option<&'static str>,
+    /// The store is unavailable: the request is neither looked up nor stored, but identical
+    /// requests are still coalesced into one upstream call.
+    pub degraded: bool,
     /// Whether to look the request up (false with `Cache-Control: no-cache`).
     pub lookup: bool,
     /// Whether to store the answer (false with `Cache-Control: no-store`).
@@ -159,6 +162,7 @@ impl Cache {
                 let index = match indexes.remove(&category.name) {
                     Some(index) => {
                         evicted.extend(index.set_quota(quota_of(category)));
+                        index.set_ef_search(policy.config.index.ef_search.get());
                         index
                     }
                     None => Arc::new(index_for(&policy.config, category, self.embedder.dim())?),
@@ -204,6 +208,8 @@ impl Cache {
             Tenant::from_headers(headers)
         };
         let (no_cache, no_store) = cache_control(headers);
+        // Without a store nothing can be served or kept: skip the embedding and the search.
+        let degraded = !self.store.is_up();
         let bypass = request
             .uncacheable
             .or_else(|| (!category.cacheable).then_some("category"))
@@ -213,8 +219,9 @@ impl Cache {
             category: category.name.clone(),
             classified_by: classification.reason,
             bypass,
-            lookup: bypass.is_none() && !no_cache,
-            store: bypass.is_none() && !no_store,
+            degraded,
+            lookup: bypass.is_none() && !no_cache && !degraded,
+            store: bypass.is_none() && !no_store && !degraded,
             key: ExactKey::new(&tenant, &category.name, request),
             partition: partition(&tenant, &category.name, request),
             tenant,

@@ -265,6 +265,11 @@ fn decorate(
     }
     if let Some(reason) = plan.bypass {
         headers.insert("x-cachet-bypass", HeaderValue::from_static(reason));
+    } else if plan.degraded {
+        headers.insert(
+            "x-cachet-bypass",
+            HeaderValue::from_static("store-unavailable"),
+        );
     }
     if let Some(id) = entry
         && let Ok(value) = HeaderValue::from_str(&format!("{id:016x}"))

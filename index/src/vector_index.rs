@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -91,6 +91,8 @@ pub struct VectorIndex {
 /// The state shared with the background rebuild thread.
 pub(crate) struct Shared {
     pub(crate) params: IndexParams,
+    /// The search-time beam width in force; it may change while the index serves.
+    ef_search: AtomicUsize,
     pub(crate) tuning: IndexTuning,
     pub(crate) state: RwLock<State>,
     order: Mutex<EvictionOrder>,
@@ -162,6 +164,7 @@ impl VectorIndex {
         Self {
             shared: Arc::new(Shared {
                 params,
+                ef_search: AtomicUsize::new(params.ef_search),
                 tuning,
                 state: RwLock::new(State::new(params)),
                 order: Mutex::new(EvictionOrder::new(quota)),
@@ -177,6 +180,19 @@ impl VectorIndex {
 
     pub fn tuning(&self) -> &IndexTuning {
         &self.shared.tuning
+    }
+
+    /// Changes the search-time beam width for the searches that start from now on (a config
+    /// reload); the graphs stay as they are. Clamped to at least 1.
+    pub fn set_ef_search(&self, ef_search: usize) {
+        self.shared
+            .ef_search
+            .store(ef_search.max(1), Ordering::Relaxed);
+    }
+
+    /// The search-time beam width in force.
+    pub fn ef_search(&self) -> usize {
+        self.shared.ef_search.load(Ordering::Relaxed)
     }
 
     pub fn quota(&self) -> Quota {
@@ -333,7 +349,11 @@ impl VectorIndex {
             k,
             now_ms,
         };
-        let (params, tuning) = (&self.shared.params, &self.shared.tuning);
+        let params = &IndexParams {
+            ef_search: self.ef_search(),
+            ..self.shared.params
+        };
+        let tuning = &self.shared.tuning;
         let plan = search::plan(&self.shared.state.read(), params, tuning, &req);
         match plan {
             Plan::Done(found) => Ok(found),

@@ -183,3 +183,27 @@ fn batch_evicts_as_single_inserts_would_and_skips_dead_points() {
         assert_eq!(index.search(0, &vectors[v], 1, 0).unwrap()[0].id, id);
     }
 }
+
+#[test]
+fn ef_search_changes_on_a_running_index() {
+    let index = VectorIndex::try_new(
+        IndexParams {
+            dim: 4,
+            m: 8,
+            ef_construction: 32,
+            ef_search: 16,
+        },
+        Quota::default(),
+    )
+    .unwrap();
+    assert_eq!(index.ef_search(), 16);
+    index.set_ef_search(128);
+    assert_eq!(index.ef_search(), 128);
+    assert_eq!(
+        index.params().ef_search,
+        16,
+        "the built parameters are kept"
+    );
+    index.set_ef_search(0);
+    assert_eq!(index.ef_search(), 1);
+}

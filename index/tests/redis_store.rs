@@ -46,8 +46,8 @@ async fn put_get_remove_scan() {
     assert_eq!(
         metas,
         vec![
-            entry(1, "", expires).meta,
-            entry(2, "", expires).meta,
+            entry(1, "one", expires).meta,
+            entry(2, "two", expires).meta,
             bare.meta
         ]
     );
