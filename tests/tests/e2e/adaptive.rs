@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cachet_tests::Reply;
-use cachet_tests::upstream::CHAT_PATH;
-use cachet_tests::upstream::Gate;
+use cachet_tests::upstream::{CHAT_PATH, Gate};
 
 use crate::policy_support::*;
 use crate::support::*;
