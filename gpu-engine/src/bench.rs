@@ -17,6 +17,9 @@ pub struct BenchArgs {
     /// Tokens generated per request in the decode measurements.
     #[arg(long, default_value_t = 64)]
     decode_tokens: usize,
+    /// Prompt length of the decode measurements.
+    #[arg(long, default_value_t = 16)]
+    prompt_tokens: usize,
     /// Length of the long prompt for the time-to-first-token measurement.
     #[arg(long, default_value_t = 1024)]
     ttft_prompt_tokens: usize,
@@ -85,7 +88,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Warm-up, so that page faults of the weights are not measured.
     run_one(&engine, synthetic_prompt(0, 16), salt(0), 4).await?;
 
-    let solo = run_one(&engine, synthetic_prompt(1, 16), salt(1), n).await?;
+    let solo = run_one(&engine, synthetic_prompt(1, args.prompt_tokens), salt(1), n).await?;
     let decode_s = (solo.total - solo.first_token).as_secs_f64();
     println!(
         "decode batch 1: {:.1} tokens/s ({} tokens after the first in {:.2} s)",
@@ -95,7 +98,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let runs = (0..8).map(|i| run_one(&engine, synthetic_prompt(10 + i, 16), salt(10 + i), n));
+    let runs = (0..8).map(|i| {
+        run_one(
+            &engine,
+            synthetic_prompt(10 + i, args.prompt_tokens),
+            salt(10 + i),
+            n,
+        )
+    });
     let outcomes = futures::future::try_join_all(runs).await?;
     let wall = started.elapsed().as_secs_f64();
     let tokens: usize = outcomes.iter().map(|o| o.usage.completion_tokens).sum();

@@ -57,8 +57,30 @@ pub enum Error {
     EmptyPrompt,
     #[error("invalid engine settings: {0}")]
     InvalidSettings(String),
-    #[error("device {0:?} is not available: only \"cpu\" is built into this engine")]
+    #[error("unknown device {0:?}: use \"cpu\" or \"cuda:N\"")]
     UnsupportedDevice(String),
+    #[error("device {device} is not available: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+    #[error("cuda call failed: {what}")]
+    Cuda {
+        what: String,
+        #[source]
+        source: cudarc::driver::DriverError,
+    },
+    #[error("nvrtc call failed: {what}")]
+    Nvrtc {
+        what: String,
+        #[source]
+        source: cudarc::nvrtc::result::NvrtcError,
+    },
+    #[error("failed to compile the cuda kernels for {arch}: {log}")]
+    KernelCompile { arch: String, log: String },
+    #[error("cublas call failed: {what}")]
+    Cublas {
+        what: String,
+        #[source]
+        source: cudarc::cublas::result::CublasError,
+    },
     #[error("the engine worker has stopped")]
     EngineStopped,
 }

@@ -1,6 +1,7 @@
 //! The `cachet-engine` binary: `serve` an OpenAI-compatible API, or `bench` the engine in process.
 
 mod bench;
+mod probe;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ enum Command {
     Serve(ServeArgs),
     /// Measure decode throughput and time to first token in process (build with --release).
     Bench(bench::BenchArgs),
+    /// Run prompts straight through the model and write every generated token's logits
+    /// (parity checks between backends and against transformers).
+    Probe(probe::ProbeArgs),
 }
 
 /// What loading a model and sizing the engine needs; shared by `serve` and `bench`.
@@ -43,7 +47,10 @@ pub struct ModelArgs {
     /// tokenizer.json and tokenizer_config.json (for the chat template).
     #[arg(long, env = "CACHET_ENGINE_MODEL")]
     model: PathBuf,
-    /// Compute device. Only "cpu" exists in this build; anything else is refused at start.
+    /// Compute device: "cpu", or "cuda:N" for GPU N (bf16 weights, cuBLAS, kernels compiled
+    /// at start with NVRTC and cached under ~/.cache/cachet-engine). A GPU that cannot be
+    /// used (no driver, no libraries on the loader path, no such ordinal) is a start-up
+    /// error; the engine never falls back to the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Number of KV-cache blocks to preallocate. Each holds --block-size tokens for every
@@ -166,5 +173,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Probe(args) => probe::run(args),
     }
 }

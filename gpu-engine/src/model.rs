@@ -5,6 +5,7 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::CudaBackend;
 use crate::backend::{Backend, KvLayout, ModelDims, StepBatch};
 use crate::checkpoint::{ModelConfig, WeightFiles};
 use crate::{Error, Result};
@@ -20,15 +21,34 @@ pub trait ForwardStep: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// A CUDA GPU by ordinal (`cuda:0`).
+    Cuda(usize),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
 }
 
 impl std::str::FromStr for Device {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
+        let unknown = || Error::UnsupportedDevice(s.to_owned());
         match s {
             "cpu" => Ok(Device::Cpu),
-            other => Err(Error::UnsupportedDevice(other.to_owned())),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => {
+                let ordinal = s.strip_prefix("cuda:").ok_or_else(unknown)?;
+                if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(unknown());
+                }
+                ordinal.parse().map(Device::Cuda).map_err(|_| unknown())
+            }
         }
     }
 }
@@ -92,6 +112,15 @@ pub fn load(
     match device {
         Device::Cpu => {
             let backend = CpuBackend::new(model_dims(config), kv)?;
+            Ok(Box::new(LlamaModel::load(
+                backend,
+                &files,
+                config,
+                show_progress,
+            )?))
+        }
+        Device::Cuda(ordinal) => {
+            let backend = CudaBackend::new(*ordinal, model_dims(config), kv)?;
             Ok(Box::new(LlamaModel::load(
                 backend,
                 &files,

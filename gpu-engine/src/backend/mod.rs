@@ -8,6 +8,7 @@
 //! the same model code without either of them changing.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::Result;
 use crate::checkpoint::HostTensor;

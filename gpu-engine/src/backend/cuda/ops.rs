@@ -1,0 +1,339 @@
+//! [`Backend`] for [`CudaBackend`]: each op is one kernel launch or one cuBLAS product.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::memory::{CudaTensor, CudaWeight, Dtype, raw_ptr, to_bf16_bits};
+use super::{CudaBackend, StepBuffers, cuda_err, grid, per_row, step};
+use crate::backend::{Backend, StepBatch};
+use crate::checkpoint::HostTensor;
+use crate::{Error, Result};
+
+/// Threads of the per-row kernels (norms, gathers, RoPE).
+const ROW_THREADS: u32 = 256;
+/// Threads of the attention kernel: its ATTN_WARPS warps.
+const ATTENTION_THREADS: u32 = 8 * 32;
+
+impl CudaBackend {
+    fn norm(
+        &mut self,
+        residual: u64,
+        delta: u64,
+        rows: usize,
+        weight: &CudaWeight,
+    ) -> Result<CudaTensor> {
+        let cols = self.dims.hidden_size;
+        let out = self.tensor(rows, cols, Dtype::Bf16)?;
+        let (cols_i, eps, out_ptr) = (cols as i32, self.dims.rms_norm_eps, out.ptr());
+        let mut launch = self.stream.launch_builder(&self.kernels.add_rms_norm);
+        launch
+            .arg(&residual)
+            .arg(&delta)
+            .arg(&weight.ptr)
+            .arg(&out_ptr)
+            .arg(&cols_i)
+            .arg(&eps);
+        let config = per_row(rows, ROW_THREADS, (cols * 4) as u32);
+        // SAFETY: the kernel reads and writes `rows` rows of `cols` bf16 values of
+        // buffers sized for at least that, and `cols` weights; `delta` is 0 or such a buffer.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching add_rms_norm"))?;
+        Ok(out)
+    }
+
+    fn check_width(&self, x: &CudaTensor, cols: usize, op: &str) -> Result<()> {
+        if x.cols != cols || x.dtype != Dtype::Bf16 {
+            return Err(Error::InvalidSettings(format!(
+                "{op} takes bf16 rows of {cols} values, got {:?} rows of {}",
+                x.dtype, x.cols
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+    type Weight = CudaWeight;
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    fn upload(&mut self, tensor: HostTensor) -> Result<CudaWeight> {
+        let (rows, cols) = match tensor.shape[..] {
+            [n] => (1, n),
+            [r, c] => (r, c),
+            _ => {
+                return Err(Error::InvalidSettings(format!(
+                    "the cuda backend takes vectors and matrices, not shape {:?}",
+                    tensor.shape
+                )));
+            }
+        };
+        let bits = to_bf16_bits(&tensor.data);
+        let slice = self
+            .stream
+            .clone_htod(&bits)
+            .map_err(cuda_err(format!("uploading a {rows}x{cols} weight")))?;
+        Ok(CudaWeight::new(rows, cols, slice, &self.stream))
+    }
+
+    fn begin_step(&mut self, batch: &StepBatch) -> Result<()> {
+        if self.in_flight {
+            self.sync()?;
+        }
+        let offsets = step::pack(batch, self.kv, self.dims.vocab_size, &mut self.packed)?;
+        if batch.n_tokens() > self.capacity_rows {
+            // Every activation buffer is sized for the step capacity; a larger step
+            // replaces them all (rare: the capacity only grows to the largest step).
+            self.capacity_rows = batch.n_tokens().next_power_of_two().max(16);
+            self.pool.next_generation();
+        }
+        if offsets.len > self.step.host.len() {
+            self.step = StepBuffers::new(&self.stream, offsets.len.next_power_of_two())?;
+        }
+        let host = self
+            .step
+            .host
+            .as_mut_slice()
+            .map_err(cuda_err("waiting for the step buffer"))?;
+        host[..offsets.len].copy_from_slice(&self.packed[..offsets.len]);
+        // SAFETY: the pinned source holds `offsets.len` values and the device buffer at
+        // least as many; the source is not rewritten before the stream is synchronised.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                self.step.device_ptr,
+                &host[..offsets.len],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(cuda_err("uploading the step layout"))?;
+        self.step.offsets = offsets;
+        self.in_flight = true;
+        Ok(())
+    }
+
+    fn embed(&mut self, table: &CudaWeight) -> Result<CudaTensor> {
+        let n = self.step.offsets.n_tokens;
+        let out = self.tensor(n, table.cols, Dtype::Bf16)?;
+        let (ids, out_ptr, cols) = (
+            self.step_ptr(self.step.offsets.token_ids),
+            out.ptr(),
+            table.cols as i32,
+        );
+        let mut launch = self.stream.launch_builder(&self.kernels.embed_rows);
+        launch.arg(&table.ptr).arg(&ids).arg(&out_ptr).arg(&cols);
+        // SAFETY: the step's token ids were checked against the table's rows in begin_step.
+        unsafe { launch.launch(per_row(n, ROW_THREADS, 0)) }
+            .map_err(cuda_err("launching embed_rows"))?;
+        Ok(out)
+    }
+
+    fn rms_norm(&mut self, x: &CudaTensor, weight: &CudaWeight) -> Result<CudaTensor> {
+        self.check_width(x, self.dims.hidden_size, "rms_norm")?;
+        // Without a delta the kernel only reads the residual argument.
+        self.norm(x.ptr(), 0, x.rows, weight)
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        residual: &mut CudaTensor,
+        delta: &CudaTensor,
+        weight: &CudaWeight,
+    ) -> Result<CudaTensor> {
+        self.check_width(residual, self.dims.hidden_size, "add_rms_norm")?;
+        self.check_width(delta, self.dims.hidden_size, "add_rms_norm")?;
+        self.norm(residual.ptr(), delta.ptr(), residual.rows, weight)
+    }
+
+    fn linear(
+        &mut self,
+        x: &CudaTensor,
+        weight: &CudaWeight,
+        bias: Option<&CudaWeight>,
+    ) -> Result<CudaTensor> {
+        self.check_width(x, weight.cols, "linear")?;
+        let dtype = if x.logits_input {
+            Dtype::F32
+        } else {
+            Dtype::Bf16
+        };
+        let out = self.tensor(x.rows, weight.rows, dtype)?;
+        if x.rows == 0 {
+            return Ok(out);
+        }
+        // SAFETY: x holds rows × cols bf16 values, the weight rows × cols, and `out` was
+        // sized for x.rows × weight.rows values of its type.
+        unsafe {
+            self.gemm.linear(
+                x.ptr(),
+                weight.ptr,
+                out.ptr(),
+                (x.rows, weight.rows, weight.cols),
+                dtype == Dtype::F32,
+            )?;
+        }
+        if let Some(bias) = bias {
+            let (ptr, rows, cols) = (out.ptr(), x.rows as i32, weight.rows as i32);
+            let mut launch = self.stream.launch_builder(&self.kernels.add_bias);
+            launch.arg(&ptr).arg(&bias.ptr).arg(&rows).arg(&cols);
+            // SAFETY: `out` holds rows × cols bf16 values and the bias `cols`.
+            unsafe { launch.launch(grid(x.rows * weight.rows)) }
+                .map_err(cuda_err("launching add_bias"))?;
+        }
+        Ok(out)
+    }
+
+    fn rope_store_kv(
+        &mut self,
+        layer: usize,
+        q: &mut CudaTensor,
+        k: &mut CudaTensor,
+        v: &CudaTensor,
+    ) -> Result<()> {
+        let d = &self.dims;
+        self.check_width(q, d.n_heads * d.head_dim, "rope_store_kv")?;
+        self.check_width(k, d.n_kv_heads * d.head_dim, "rope_store_kv")?;
+        self.check_width(v, d.n_kv_heads * d.head_dim, "rope_store_kv")?;
+        let o = self.step.offsets;
+        let (positions, slots) = (self.step_ptr(o.positions), self.step_ptr(o.slot_mapping));
+        let k_cache = raw_ptr(&self.k_cache[layer], &self.stream);
+        let v_cache = raw_ptr(&self.v_cache[layer], &self.stream);
+        let (q_ptr, k_ptr, v_ptr) = (q.ptr(), k.ptr(), v.ptr());
+        let inv_freq = raw_ptr(&self.inv_freq, &self.stream);
+        let (n_heads, n_kv_heads, head_dim) =
+            (d.n_heads as i32, d.n_kv_heads as i32, d.head_dim as i32);
+        let mut launch = self.stream.launch_builder(&self.kernels.rope_store_kv);
+        launch
+            .arg(&q_ptr)
+            .arg(&k_ptr)
+            .arg(&v_ptr)
+            .arg(&positions)
+            .arg(&slots)
+            .arg(&inv_freq)
+            .arg(&k_cache)
+            .arg(&v_cache)
+            .arg(&n_heads)
+            .arg(&n_kv_heads)
+            .arg(&head_dim);
+        // SAFETY: the step's slots were checked against the pool's size in begin_step;
+        // q, k and v hold one row per token of the widths checked above.
+        unsafe { launch.launch(per_row(o.n_tokens, ROW_THREADS, 0)) }
+            .map_err(cuda_err("launching rope_store_kv"))?;
+        Ok(())
+    }
+
+    fn paged_attention(&mut self, layer: usize, q: &CudaTensor) -> Result<CudaTensor> {
+        let d = &self.dims;
+        self.check_width(q, d.n_heads * d.head_dim, "paged_attention")?;
+        let out = self.tensor(q.rows, q.cols, Dtype::Bf16)?;
+        let o = self.step.offsets;
+        let k_cache = raw_ptr(&self.k_cache[layer], &self.stream);
+        let v_cache = raw_ptr(&self.v_cache[layer], &self.stream);
+        let args = (
+            q.ptr(),
+            out.ptr(),
+            self.step_ptr(o.positions),
+            self.step_ptr(o.token_seq),
+            self.step_ptr(o.seq_table_offset),
+            self.step_ptr(o.block_tables),
+        );
+        let (n_heads, n_kv_heads, head_dim, block_size) = (
+            d.n_heads as i32,
+            d.n_kv_heads as i32,
+            d.head_dim as i32,
+            self.kv.block_size as i32,
+        );
+        let scale = 1.0 / (d.head_dim as f32).sqrt();
+        let mut launch = self.stream.launch_builder(&self.kernels.paged_attention);
+        launch
+            .arg(&args.0)
+            .arg(&k_cache)
+            .arg(&v_cache)
+            .arg(&args.1)
+            .arg(&args.2)
+            .arg(&args.3)
+            .arg(&args.4)
+            .arg(&args.5)
+            .arg(&n_heads)
+            .arg(&n_kv_heads)
+            .arg(&head_dim)
+            .arg(&block_size)
+            .arg(&scale);
+        let config = LaunchConfig {
+            grid_dim: (o.n_tokens as u32, d.n_heads as u32, 1),
+            block_dim: (ATTENTION_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: every position is below its sequence's context, which its block table
+        // covers, and every block id is inside the pool (checked in begin_step).
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching paged_attention"))?;
+        Ok(out)
+    }
+
+    fn silu_mul(&mut self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
+        self.check_width(up, gate.cols, "silu_mul")?;
+        let out = self.tensor(gate.rows, gate.cols, Dtype::Bf16)?;
+        let n = gate.rows * gate.cols;
+        let (g, u, o, n_u64) = (gate.ptr(), up.ptr(), out.ptr(), n as u64);
+        let mut launch = self.stream.launch_builder(&self.kernels.silu_mul);
+        launch.arg(&g).arg(&u).arg(&o).arg(&n_u64);
+        // SAFETY: gate, up and out hold n bf16 values each.
+        unsafe { launch.launch(grid(n)) }.map_err(cuda_err("launching silu_mul"))?;
+        Ok(out)
+    }
+
+    fn logit_rows(&mut self, x: &CudaTensor) -> Result<CudaTensor> {
+        let o = self.step.offsets;
+        let mut out = self.tensor(o.n_logit_rows, x.cols, x.dtype)?;
+        out.logits_input = true;
+        if o.n_logit_rows > 0 {
+            let (src, rows, dst, cols) = (
+                x.ptr(),
+                self.step_ptr(o.logit_rows),
+                out.ptr(),
+                x.cols as i32,
+            );
+            let mut launch = self.stream.launch_builder(&self.kernels.gather_rows);
+            launch.arg(&src).arg(&rows).arg(&dst).arg(&cols);
+            // SAFETY: the logit rows are token indices of this step (built in pack).
+            unsafe { launch.launch(per_row(o.n_logit_rows, ROW_THREADS, 0)) }
+                .map_err(cuda_err("launching gather_rows"))?;
+        }
+        Ok(out)
+    }
+
+    fn to_host(&mut self, x: &CudaTensor) -> Result<Vec<Vec<f32>>> {
+        let n = x.rows * x.cols;
+        if x.dtype != Dtype::F32 {
+            return Err(Error::InvalidSettings(
+                "only f32 tensors (logits) are copied back to the host".into(),
+            ));
+        }
+        if n > self.logits_host.len() {
+            self.sync()?;
+            self.logits_host = super::pinned::<f32>(self.stream.context(), n)?;
+        }
+        let host = self
+            .logits_host
+            .as_mut_slice()
+            .map_err(cuda_err("waiting for the logits buffer"))?;
+        // SAFETY: `x` holds n f32 values and the pinned buffer at least n.
+        unsafe {
+            cudarc::driver::result::memcpy_dtoh_async(
+                &mut host[..n],
+                x.ptr(),
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(cuda_err("copying logits to the host"))?;
+        self.sync()?;
+        let host = self
+            .logits_host
+            .as_slice()
+            .map_err(cuda_err("reading the logits buffer"))?;
+        Ok(host[..n]
+            .chunks(x.cols.max(1))
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+}
