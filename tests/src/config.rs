@@ -19,12 +19,17 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// `configs/default.toml`, listening on a free port and forwarding misses to `upstream_url`
-    /// (a base URL ending in `/v1`) instead of starting the bundled engine.
+    /// (a base URL ending in `/v1`) instead of starting the bundled engine, with an embedded
+    /// store that neither reads nor writes a snapshot.
     pub fn default_with_upstream(upstream_url: &str) -> Result<Self> {
         let mut config = Self::from_file(&paths::repo_root().join("configs/default.toml"))?;
         config.sections.retain(|(name, _)| name != "engine");
         config.set("server.listen", "127.0.0.1:0")?;
         config.set("upstream.url", upstream_url)?;
+        // The default snapshot path is relative to the repository: gateways under test would
+        // share it, and one could start with the entries another left behind.
+        config.remove("store.snapshot")?;
+        config.remove("store.snapshot_interval")?;
         Ok(config)
     }
 
@@ -325,6 +330,7 @@ routes = ["/v1/completions"]
             Some("http://127.0.0.1:9/v1")
         );
         assert_eq!(root["server"]["listen"].as_str(), Some("127.0.0.1:0"));
+        assert!(root["store"].get("snapshot").is_none(), "{text}");
         let reparsed = GatewayConfig::parse(&text).unwrap();
         assert_eq!(reparsed.section_names(), config.section_names());
     }

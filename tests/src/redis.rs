@@ -59,6 +59,20 @@ impl RedisServer {
         }))
     }
 
+    /// Starts a server on `port` (one a gateway was told about before Redis was there).
+    pub fn start_on(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let service = spawn(port, &dir)?;
+        Ok(Self {
+            port,
+            service: Some(service),
+            dir,
+        })
+    }
+
     /// The port it listens on (the same across restarts).
     pub fn port(&self) -> u16 {
         self.port

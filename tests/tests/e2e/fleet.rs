@@ -152,6 +152,36 @@ pub fn peek_until(
     }
 }
 
+/// The entries the gateway's indexes hold: `/healthz`'s per-category counts, summed.
+pub fn indexed_entries(gateway: &Gateway) -> u64 {
+    let health = gateway.healthz().expect("read /healthz");
+    let categories = health
+        .body
+        .get("categories")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("/healthz has no categories: {:?}", health.body));
+    categories
+        .values()
+        .map(|category| category["entries"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Polls [`indexed_entries`] until it is `expected`; panics after `timeout`.
+pub fn wait_for_indexed(gateway: &Gateway, expected: u64, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let count = indexed_entries(gateway);
+        if count == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the gateway indexes {count} entries, not {expected}, after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// `POST /admin/invalidate` with `body`; returns `deleted`.
 pub fn invalidate(gateway: &Gateway, body: Value) -> u64 {
     let response = admin_post(gateway, "/admin/invalidate", ADMIN_TOKEN, body.clone());

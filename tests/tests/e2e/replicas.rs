@@ -87,6 +87,7 @@ fn an_invalidation_through_one_replica_is_a_miss_on_the_others() {
     for (key, question) in cached {
         peek_until(b, key, question, "hit-exact", PROPAGATION);
     }
+    wait_for_indexed(b, cached.len() as u64, PROPAGATION);
     let code = peek(b, KEY_A, CODE_QUESTION);
     assert_eq!(code.header("x-cachet-category"), Some("code"), "{code:#?}");
     let mut gone = Vec::new();
@@ -134,6 +135,10 @@ fn an_invalidation_through_one_replica_is_a_miss_on_the_others() {
     let wrong = admin_post(a, "/admin/invalidate", "not-the-token", body);
     assert!(matches!(wrong.status, 401 | 403), "{wrong:#?}");
     check(&gone);
+    // The deletions reached the other replica's indexes too, not only the store.
+    let left = (cached.len() - gone.len()) as u64;
+    wait_for_indexed(a, left, PROPAGATION);
+    wait_for_indexed(b, left, PROPAGATION);
     for gateway in &mut gateways {
         assert!(gateway.is_running(), "{}", gateway.log_tail());
     }

@@ -1,13 +1,14 @@
 //! A gateway on Redis under steady load while Redis crashes (SIGKILL, then a restart on the
 //! same port, empty) or freezes (SIGSTOP for longer than the response timeout, then SIGCONT):
 //! no request fails or hangs, the upstream answers while the store is gone, `/healthz` and the
-//! metrics say so, and caching resumes once Redis is back.
+//! metrics say so, and caching resumes once Redis is back. Also a gateway that starts before
+//! its Redis does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cachet_tests::{Gateway, RedisServer, probe};
+use cachet_tests::{Gateway, RedisServer, ScriptedUpstream, ports, probe};
 use tokio::task::JoinHandle;
 
 use crate::fleet::*;
@@ -70,6 +71,56 @@ fn redis_frozen_beyond_the_response_timeout_under_load() {
         |redis| redis.pause().expect("SIGSTOP redis"),
         |redis| redis.resume().expect("SIGCONT redis"),
     );
+}
+
+#[test]
+fn a_gateway_started_while_redis_is_down_serves_and_catches_up() {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let port = ports::free_port().unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let config = || {
+        let mut config = base_config(&upstream);
+        config.redis_store(&url, "cachet");
+        config
+    };
+    let mut first = Gateway::start(&config()).expect("a gateway must start without its redis");
+    // The upstream answers meanwhile, and the gateway says it is degraded.
+    let started = Instant::now();
+    loop {
+        let response = ask(&first, KEY_A, EVEREST);
+        assert!(
+            matches!(response.cache(), Some("miss" | "bypass")),
+            "{response:#?}"
+        );
+        let health = first.healthz().unwrap();
+        if health.status() == Some("degraded") && health.store_state() == Some("down") {
+            break;
+        }
+        assert!(
+            started.elapsed() < RECOVERY_TIMEOUT,
+            "/healthz does not say degraded without redis: {health:?}"
+        );
+    }
+
+    let redis = RedisServer::start_on(port).unwrap();
+    wait_until_up(&first);
+    // It follows what another gateway stores, and caches again itself.
+    let second = Gateway::start(&config()).unwrap();
+    let stored = ask_stored(&second, KEY_A, FRANCE);
+    let (hit, _) = peek_until(
+        &first,
+        KEY_A,
+        FRANCE_PARAPHRASE,
+        "hit-semantic",
+        RECOVERY_TIMEOUT,
+    );
+    assert_eq!(hit.content(), stored.content());
+    let own = ask_stored(&first, KEY_A, BOILING);
+    let again = peek(&second, KEY_A, BOILING);
+    assert_eq!(again.cache(), Some("hit-exact"), "{again:#?}");
+    assert_eq!(again.content(), own.content());
+    assert!(first.is_running(), "{}", first.log_tail());
+    drop(redis);
 }
 
 fn under_load(fault: impl FnOnce(&mut RedisServer), recover: impl FnOnce(&mut RedisServer)) {
@@ -259,22 +310,26 @@ fn check_readings(readings: &[Reading], window: &Window) {
     );
 }
 
-/// After the fault: the store is reported up again, errors were counted, and a new answer
-/// is cached and served.
-fn check_recovery(gateway: &Gateway) {
+/// Waits until `/healthz` reports the store up again.
+fn wait_until_up(gateway: &Gateway) {
     let started = Instant::now();
     loop {
         let health = gateway.healthz().unwrap();
         if health.status() == Some("ok") && health.store_state() == Some("up") {
-            break;
+            return;
         }
         assert!(
             started.elapsed() < RECOVERY_TIMEOUT,
-            "the store was not reported up within {RECOVERY_TIMEOUT:?} of the load's end: \
-             {health:?}"
+            "the store was not reported up within {RECOVERY_TIMEOUT:?}: {health:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// After the fault: the store is reported up again, errors were counted, and a new answer
+/// is cached and served.
+fn check_recovery(gateway: &Gateway) {
+    wait_until_up(gateway);
     let metrics = gateway.metrics().unwrap();
     assert_eq!(metrics.get("cachet_store_up"), Some(1.0));
     assert!(
