@@ -108,3 +108,35 @@ fn a_redis_backed_gateway_finds_its_entries_after_a_restart() {
     assert_eq!(fleet.upstream.completion_calls(), 1);
     assert!(second.is_running(), "{}", second.log_tail());
 }
+
+#[test]
+fn the_periodic_snapshot_survives_a_crash() {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("cachet.snapshot");
+    let mut config = base_config(&upstream);
+    config.memory_store_with_snapshot(&snapshot, "1s");
+
+    let first = Gateway::start(&config).unwrap();
+    let everest = ask_stored(&first, KEY_A, EVEREST);
+    // Wait for a snapshot written after the answer was stored, then crash (SIGKILL: no
+    // shutdown snapshot).
+    let stored_at = std::time::SystemTime::now();
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&snapshot)
+        .and_then(|meta| meta.modified())
+        .map_or(true, |modified| modified <= stored_at)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no snapshot was written within 10 s with snapshot_interval = 1s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(first);
+
+    let second = Gateway::start(&config).unwrap();
+    let hit = peek(&second, KEY_A, EVEREST);
+    assert_eq!(hit.cache(), Some("hit-exact"), "{hit:#?}");
+    assert_eq!(hit.content(), everest.content());
+}
