@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cachet_index::{Change, MemoryStore};
 use tokio::sync::mpsc::Receiver;
 
-use crate::cache::{Cache, entry_bytes, now_ms};
+use crate::cache::{Cache, now_ms};
 
 /// Indexes every live entry of the store; returns how many, or `None` when the store could not
 /// be read (the gateway then starts with what it has and serves misses meanwhile).
@@ -17,15 +17,7 @@ pub async fn load_from_store(cache: &Cache) -> Option<usize> {
     let started = Instant::now();
     let metas = cache.store().scan(now_ms()).await?;
     let count = metas.len();
-    let entries = metas
-        .into_iter()
-        .map(|meta| {
-            let size = entry_bytes(&meta);
-            (meta, size)
-        })
-        .collect();
-    let evicted = cache.index_entries(entries).await;
-    cache.store().remove(evicted).await;
+    cache.admit(metas).await;
     tracing::info!(
         entries = count,
         store = cache.store().kind(),
@@ -47,12 +39,10 @@ pub async fn follow(
     while let Some(change) = changes.recv().await {
         match change {
             Change::Put(meta) => {
-                let size = entry_bytes(&meta);
                 // This index evicts to stay within its quota like the one that stored the
                 // entry; its victims leave the store too, so that every replica and the store
                 // agree (a victim deleted twice is harmless).
-                let evicted = cache.index_entries(vec![(meta, size)]).await;
-                cache.store().remove(evicted).await;
+                cache.admit(vec![meta]).await;
             }
             Change::Delete(id) => cache.unindex(&[id]),
             Change::Resync => {
@@ -75,15 +65,7 @@ pub async fn resync(cache: &Cache) {
             for index in cache.all_indexes() {
                 index.clear();
             }
-            let entries = metas
-                .into_iter()
-                .map(|meta| {
-                    let size = entry_bytes(&meta);
-                    (meta, size)
-                })
-                .collect();
-            let evicted = cache.index_entries(entries).await;
-            cache.store().remove(evicted).await;
+            cache.admit(metas).await;
             metrics::counter!("cachet_store_resyncs_total").increment(1);
             tracing::info!("indexes rebuilt from the store");
             return;
