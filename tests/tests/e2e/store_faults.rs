@@ -258,6 +258,13 @@ fn check_requests(samples: &[Sample], window: &Window) {
         failed.len(),
         samples.len()
     );
+    // Before the fault the cached questions are hits, so that "no hit during the fault" below
+    // says something.
+    let hits_before = samples
+        .iter()
+        .filter(|s| s.done < window.start && s.cache.as_deref() == Some("hit-exact"))
+        .count();
+    assert!(hits_before > 0, "no hit before the fault: {samples:#?}");
     let during: Vec<_> = samples
         .iter()
         .filter(|s| s.sent >= window.start && s.done <= window.end)
