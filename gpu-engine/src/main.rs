@@ -53,6 +53,10 @@ pub struct ModelArgs {
     /// error; the engine never falls back to the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Run every step eagerly on CUDA instead of replaying decode steps from captured
+    /// CUDA graphs (for comparisons; graphs save the launch overhead of each kernel).
+    #[arg(long)]
+    no_cuda_graphs: bool,
     /// Number of KV-cache blocks to preallocate. Each holds --block-size tokens for every
     /// layer; the pool bounds how many tokens all running requests and the prefix cache
     /// hold together (SmolLM2-135M: about 0.7 MiB per 16-token block).
@@ -100,7 +104,10 @@ pub fn start_engine(args: &ModelArgs, show_progress: bool) -> anyhow::Result<Eng
             .build_global()
             .context("failed to set up the compute threads")?;
     }
-    let device: Device = args.device.parse()?;
+    let mut device: Device = args.device.parse()?;
+    if args.no_cuda_graphs {
+        device = device.without_graphs();
+    }
     let settings = EngineSettings {
         kv_blocks: args.kv_blocks,
         block_size: args.block_size,

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
-use crate::backend::{Backend, KvLayout, ModelDims, StepBatch};
+use crate::backend::{Backend, KvLayout, ModelDims, StepBatch, StepMode};
 use crate::checkpoint::{ModelConfig, WeightFiles};
 use crate::{Error, Result};
 
@@ -21,15 +21,19 @@ pub trait ForwardStep: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// A CUDA GPU by ordinal (`cuda:0`).
-    Cuda(usize),
+    /// A CUDA GPU by ordinal (`cuda:0`); `graphs` replays decode steps from CUDA graphs
+    /// (on unless turned off, for comparisons).
+    Cuda {
+        ordinal: usize,
+        graphs: bool,
+    },
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+            Device::Cuda { ordinal, .. } => write!(f, "cuda:{ordinal}"),
         }
     }
 }
@@ -41,13 +45,20 @@ impl std::str::FromStr for Device {
         let unknown = || Error::UnsupportedDevice(s.to_owned());
         match s {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
+            "cuda" => Ok(Device::Cuda {
+                ordinal: 0,
+                graphs: true,
+            }),
             _ => {
                 let ordinal = s.strip_prefix("cuda:").ok_or_else(unknown)?;
                 if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(unknown());
                 }
-                ordinal.parse().map(Device::Cuda).map_err(|_| unknown())
+                let ordinal = ordinal.parse().map_err(|_| unknown())?;
+                Ok(Device::Cuda {
+                    ordinal,
+                    graphs: true,
+                })
             }
         }
     }
@@ -74,6 +85,19 @@ pub struct LlamaModel<B: Backend> {
     final_norm: B::Weight,
     /// `None` when the output projection is tied to the embedding table.
     lm_head: Option<B::Weight>,
+}
+
+impl Device {
+    /// The same device with CUDA graphs off (no effect on the CPU).
+    pub fn without_graphs(self) -> Self {
+        match self {
+            Device::Cuda { ordinal, .. } => Device::Cuda {
+                ordinal,
+                graphs: false,
+            },
+            other => other,
+        }
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for LlamaModel<B> {
@@ -119,8 +143,8 @@ pub fn load(
                 show_progress,
             )?))
         }
-        Device::Cuda(ordinal) => {
-            let backend = CudaBackend::new(*ordinal, model_dims(config), kv)?;
+        Device::Cuda { ordinal, graphs } => {
+            let backend = CudaBackend::new(*ordinal, model_dims(config), kv, *graphs)?;
             Ok(Box::new(LlamaModel::load(
                 backend,
                 &files,
@@ -208,10 +232,10 @@ impl<B: Backend> LlamaModel<B> {
     }
 }
 
-impl<B: Backend> ForwardStep for LlamaModel<B> {
-    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+impl<B: Backend> LlamaModel<B> {
+    /// The forward pass from the step's tokens to the logits of the rows that want them.
+    fn compute(&mut self) -> Result<B::Tensor> {
         let b = &mut self.backend;
-        b.begin_step(batch)?;
         let mut residual = b.embed(&self.embed)?;
         let Some(first) = self.layers.first() else {
             return Err(Error::InvalidConfig("the model has no layers".into()));
@@ -238,7 +262,46 @@ impl<B: Backend> ForwardStep for LlamaModel<B> {
             h = b.add_rms_norm(&mut residual, &mlp_out, next_norm)?;
         }
         let rows = b.logit_rows(&h)?;
-        let logits = b.linear(&rows, self.lm_head.as_ref().unwrap_or(&self.embed), None)?;
-        b.to_host(&logits)
+        b.linear(&rows, self.lm_head.as_ref().unwrap_or(&self.embed), None)
+    }
+}
+
+impl<B: Backend> ForwardStep for LlamaModel<B> {
+    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+        match self.backend.begin_step(batch)? {
+            StepMode::Eager => {
+                let logits = self.compute()?;
+                self.backend.to_host(&logits)
+            }
+            StepMode::Capture => {
+                let logits = self.compute()?;
+                self.backend.end_capture(logits)?;
+                self.backend.replay()
+            }
+            StepMode::Replay => self.backend.replay(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_from_their_names() {
+        let cuda = |ordinal| Device::Cuda {
+            ordinal,
+            graphs: true,
+        };
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert_eq!("cuda".parse::<Device>().unwrap(), cuda(0));
+        assert_eq!("cuda:3".parse::<Device>().unwrap(), cuda(3));
+        assert_eq!(cuda(3).to_string(), "cuda:3");
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:+1", "CPU"] {
+            assert!(
+                matches!(bad.parse::<Device>(), Err(Error::UnsupportedDevice(_))),
+                "{bad}"
+            );
+        }
     }
 }

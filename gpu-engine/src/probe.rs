@@ -25,6 +25,9 @@ pub struct ProbeArgs {
     /// Compute device: "cpu" or "cuda:N".
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Run every CUDA step eagerly (no graph replay).
+    #[arg(long)]
+    no_cuda_graphs: bool,
     /// JSON file holding a list of prompts, each a list of token ids.
     #[arg(long)]
     prompts: PathBuf,
@@ -63,7 +66,10 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         prompts.iter().all(|p| !p.is_empty()),
         "every prompt needs a token"
     );
-    let device: Device = args.device.parse()?;
+    let mut device: Device = args.device.parse()?;
+    if args.no_cuda_graphs {
+        device = device.without_graphs();
+    }
     let config = ModelConfig::from_dir(&args.model)?;
     let bs = args.block_size;
     let mut next_block = 0u32;

@@ -94,6 +94,18 @@ impl StepBatch {
     }
 }
 
+/// How the backend runs the step that [`Backend::begin_step`] prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepMode {
+    /// The model calls the ops, then [`Backend::to_host`] on the logits.
+    Eager,
+    /// As `Eager`, but the ops are recorded into a graph instead of run: the model hands
+    /// the logits to [`Backend::end_capture`], then calls [`Backend::replay`].
+    Capture,
+    /// The backend has a graph for this step's shape: the model calls only [`Backend::replay`].
+    Replay,
+}
+
 /// A compute device the model runs on.
 ///
 /// Synchronous and `&mut self`: one worker thread owns the backend. Activations are
@@ -111,8 +123,26 @@ pub trait Backend: Send {
     /// Moves a host tensor to the device (linear weights are `[out, in]`).
     fn upload(&mut self, tensor: HostTensor) -> Result<Self::Weight>;
 
-    /// Prepares a step: the backend keeps the batch layout for the ops that follow.
-    fn begin_step(&mut self, batch: &StepBatch) -> Result<()>;
+    /// Prepares a step: the backend keeps the batch layout for the ops that follow, and
+    /// says whether the ops run now, are captured into a graph, or are replayed from one.
+    fn begin_step(&mut self, batch: &StepBatch) -> Result<StepMode>;
+
+    /// Ends the capture that [`StepMode::Capture`] started; `logits` is the step's result.
+    fn end_capture(&mut self, logits: Self::Tensor) -> Result<()> {
+        drop(logits);
+        Err(crate::Error::InvalidSettings(format!(
+            "backend {} captures no graphs",
+            self.name()
+        )))
+    }
+
+    /// Runs the graph of the current step and returns its logits, one `Vec` per row.
+    fn replay(&mut self) -> Result<Vec<Vec<f32>>> {
+        Err(crate::Error::InvalidSettings(format!(
+            "backend {} replays no graphs",
+            self.name()
+        )))
+    }
 
     /// Gathers the embedding rows of the step's tokens.
     fn embed(&mut self, table: &Self::Weight) -> Result<Self::Tensor>;

@@ -6,7 +6,7 @@ mod matmul;
 use rayon::prelude::*;
 
 use self::attention::{AttentionShape, DENSE_MIN_TOKENS, DenseChunk, TokenView};
-use super::{Backend, KvLayout, ModelDims, StepBatch};
+use super::{Backend, KvLayout, ModelDims, StepBatch, StepMode};
 use crate::checkpoint::HostTensor;
 use crate::{Error, Result};
 
@@ -103,7 +103,7 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn begin_step(&mut self, batch: &StepBatch) -> Result<()> {
+    fn begin_step(&mut self, batch: &StepBatch) -> Result<StepMode> {
         let capacity = (self.kv.n_blocks * self.kv.block_size) as u32;
         if let Some(&slot) = batch.slot_mapping.iter().find(|&&s| s >= capacity) {
             return Err(Error::InvalidSettings(format!(
@@ -111,7 +111,7 @@ impl Backend for CpuBackend {
             )));
         }
         self.batch = batch.clone();
-        Ok(())
+        Ok(StepMode::Eager)
     }
 
     fn embed(&mut self, table: &CpuTensor) -> Result<CpuTensor> {

@@ -7,20 +7,24 @@
 
 pub mod compile;
 mod gemm;
+pub mod graph;
 pub mod memory;
 mod open;
 pub mod step;
 
 use std::sync::Arc;
 
+use cudarc::driver::sys;
+
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
 };
 
 use self::gemm::Gemm;
+use self::graph::Graphs;
 use self::memory::{BufferPool, CudaTensor, Dtype};
 use self::step::StepOffsets;
-use super::{KvLayout, ModelDims};
+use super::{KvLayout, ModelDims, StepBatch, StepMode};
 use crate::{Error, Result};
 
 pub use self::open::check_available;
@@ -65,6 +69,15 @@ pub struct CudaBackend {
     /// The packed layout of the current step, on the host.
     packed: Vec<u32>,
     logits_host: PinnedHostSlice<f32>,
+    /// Replay decode steps from CUDA graphs.
+    use_graphs: bool,
+    graphs: Graphs,
+    /// The bucket being captured, between begin_step and end_capture.
+    capturing: Option<usize>,
+    /// The graph bucket of the current step, if it is padded to one.
+    bucket: Option<usize>,
+    /// Logits rows of the current step that belong to real sequences (not padding).
+    n_real_rows: usize,
     /// Whether work was queued since the stream was last synchronised (the pinned
     /// staging buffer must not be rewritten while a copy from it may be pending).
     in_flight: bool,
@@ -106,7 +119,7 @@ fn per_row(rows: usize, threads: u32, shared_mem_bytes: u32) -> LaunchConfig {
 impl CudaBackend {
     /// Opens GPU `ordinal`, compiles (or loads from the cache) the kernels and allocates
     /// the KV pool.
-    pub fn new(ordinal: usize, dims: ModelDims, kv: KvLayout) -> Result<Self> {
+    pub fn new(ordinal: usize, dims: ModelDims, kv: KvLayout, use_graphs: bool) -> Result<Self> {
         if kv.n_blocks == 0 || kv.block_size == 0 {
             return Err(Error::InvalidSettings(
                 "the kv pool needs at least one block of at least one token".into(),
@@ -146,7 +159,8 @@ impl CudaBackend {
             paged_attention: load("paged_attention")?,
         };
         let gemm = Gemm::new(&stream)?;
-        let per_layer = kv.n_blocks * kv.block_size * dims.n_kv_heads * dims.head_dim;
+        // One block more than the scheduler's pool: the scratch block of graph padding.
+        let per_layer = (kv.n_blocks + 1) * kv.block_size * dims.n_kv_heads * dims.head_dim;
         let mut k_cache = Vec::with_capacity(dims.n_layers);
         let mut v_cache = Vec::with_capacity(dims.n_layers);
         for _ in 0..dims.n_layers {
@@ -186,6 +200,11 @@ impl CudaBackend {
             step,
             packed: Vec::new(),
             logits_host,
+            use_graphs,
+            graphs: Graphs::default(),
+            capturing: None,
+            bucket: None,
+            n_real_rows: 0,
             in_flight: false,
             stream,
             _ctx: ctx,
@@ -214,6 +233,151 @@ impl CudaBackend {
         self.step.device_ptr + 4 * offset as u64
     }
 
+    /// Packs and uploads the step (padded to its graph bucket when graphs are on) and
+    /// picks how it runs.
+    fn prepare_step(&mut self, batch: &StepBatch) -> Result<StepMode> {
+        if self.capturing.take().is_some() {
+            // The last capture failed half-way: end it so the stream runs work again.
+            let _ = self
+                .stream
+                .end_capture(sys::CUgraphInstantiate_flags_enum(0));
+            self.pool.set_frozen(false);
+        }
+        if self.in_flight {
+            self.sync()?;
+        }
+        let mut offsets = step::pack(batch, self.kv, self.dims.vocab_size, &mut self.packed)?;
+        self.n_real_rows = offsets.n_logit_rows;
+        self.bucket = if self.use_graphs {
+            graph::bucket_for(batch)
+        } else {
+            None
+        };
+        if let Some(bucket) = self.bucket {
+            let scratch = self.kv.n_blocks as u32;
+            let padded = graph::padded(batch, bucket, scratch, self.kv.block_size);
+            let with_scratch = KvLayout {
+                n_blocks: self.kv.n_blocks + 1,
+                ..self.kv
+            };
+            offsets = step::pack(
+                &padded,
+                with_scratch,
+                self.dims.vocab_size,
+                &mut self.packed,
+            )?;
+        }
+        if offsets.n_tokens > self.capacity_rows {
+            // Every activation buffer is sized for the step capacity; a larger step
+            // replaces them all (rare: the capacity only grows to the largest step),
+            // and with them the graphs that point into them.
+            self.capacity_rows = offsets.n_tokens.next_power_of_two().max(16);
+            self.pool.next_generation();
+            self.graphs.clear();
+        }
+        if offsets.len > self.step.host.len() {
+            self.step = StepBuffers::new(&self.stream, offsets.len.next_power_of_two())?;
+            self.graphs.clear();
+        }
+        let host = self
+            .step
+            .host
+            .as_mut_slice()
+            .map_err(cuda_err("waiting for the step buffer"))?;
+        host[..offsets.len].copy_from_slice(&self.packed[..offsets.len]);
+        // SAFETY: the pinned source holds `offsets.len` values and the device buffer at
+        // least as many; the source is not rewritten before the stream is synchronised.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                self.step.device_ptr,
+                &host[..offsets.len],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(cuda_err("uploading the step layout"))?;
+        self.step.offsets = offsets;
+        self.in_flight = true;
+        let Some(bucket) = self.bucket else {
+            return Ok(StepMode::Eager);
+        };
+        if self.graphs.by_bucket.contains_key(&bucket) {
+            return Ok(StepMode::Replay);
+        }
+        if self.graphs.warm.insert(bucket) {
+            return Ok(StepMode::Eager);
+        }
+        self.pool.set_frozen(true);
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda_err("starting a graph capture"))?;
+        self.capturing = Some(bucket);
+        Ok(StepMode::Capture)
+    }
+
+    fn finish_capture(&mut self, logits: CudaTensor) -> Result<()> {
+        let bucket = self.capturing.take().ok_or_else(|| {
+            Error::InvalidSettings("end_capture without a capture in progress".into())
+        })?;
+        self.pool.set_frozen(false);
+        let graph = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags_enum(0))
+            .map_err(cuda_err("ending a graph capture"))?
+            .ok_or_else(|| Error::InvalidSettings("the graph capture recorded nothing".into()))?;
+        tracing::debug!(bucket, "decode step captured as a cuda graph");
+        // The logits buffer goes back to the pool with the others: replays write it
+        // again, and it is read right after each replay, before any other step runs.
+        let step_graph = graph::StepGraph {
+            graph,
+            logits_ptr: logits.ptr(),
+            vocab: logits.cols,
+        };
+        self.graphs.by_bucket.insert(bucket, step_graph);
+        Ok(())
+    }
+
+    fn replay_graph(&mut self) -> Result<Vec<Vec<f32>>> {
+        let bucket = self
+            .bucket
+            .ok_or_else(|| Error::InvalidSettings("replay of a step without a graph".into()))?;
+        let Some(step_graph) = self.graphs.by_bucket.get(&bucket) else {
+            return Err(Error::InvalidSettings(format!(
+                "no graph for bucket {bucket}"
+            )));
+        };
+        let (ptr, vocab) = (step_graph.logits_ptr, step_graph.vocab);
+        step_graph
+            .graph
+            .launch()
+            .map_err(cuda_err("launching a step graph"))?;
+        self.copy_logits(ptr, self.n_real_rows, vocab)
+    }
+
+    /// Copies `rows` rows of f32 logits at `ptr` to the host and waits for the step.
+    fn copy_logits(&mut self, ptr: u64, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
+        let n = rows * cols;
+        if n > self.logits_host.len() {
+            self.sync()?;
+            self.logits_host = pinned::<f32>(self.stream.context(), n)?;
+        }
+        let host = self
+            .logits_host
+            .as_mut_slice()
+            .map_err(cuda_err("waiting for the logits buffer"))?;
+        // SAFETY: `ptr` holds at least n f32 values (the step's logits) and the pinned
+        // buffer at least n.
+        unsafe {
+            cudarc::driver::result::memcpy_dtoh_async(&mut host[..n], ptr, self.stream.cu_stream())
+        }
+        .map_err(cuda_err("copying logits to the host"))?;
+        self.sync()?;
+        let host = self
+            .logits_host
+            .as_slice()
+            .map_err(cuda_err("reading the logits buffer"))?;
+        Ok(host[..n].chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
+    }
+
     fn sync(&mut self) -> Result<()> {
         self.stream
             .synchronize()
@@ -224,9 +388,9 @@ impl CudaBackend {
 }
 
 fn check_dims(dims: &ModelDims) -> Result<()> {
-    let problem = if dims.head_dim % 2 != 0 || dims.head_dim > 256 {
+    let problem = if !dims.head_dim.is_multiple_of(2) || dims.head_dim > 256 {
         format!("head_dim {} (needs an even size up to 256)", dims.head_dim)
-    } else if dims.n_kv_heads == 0 || dims.n_heads % dims.n_kv_heads != 0 {
+    } else if dims.n_kv_heads == 0 || !dims.n_heads.is_multiple_of(dims.n_kv_heads) {
         format!("{} heads over {} kv heads", dims.n_heads, dims.n_kv_heads)
     } else if dims.hidden_size > MAX_NORM_COLS {
         format!(

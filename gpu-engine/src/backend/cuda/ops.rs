@@ -3,8 +3,8 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::memory::{CudaTensor, CudaWeight, Dtype, raw_ptr, to_bf16_bits};
-use super::{CudaBackend, StepBuffers, cuda_err, grid, per_row, step};
-use crate::backend::{Backend, StepBatch};
+use super::{CudaBackend, cuda_err, grid, per_row};
+use crate::backend::{Backend, StepBatch, StepMode};
 use crate::checkpoint::HostTensor;
 use crate::{Error, Result};
 
@@ -77,39 +77,16 @@ impl Backend for CudaBackend {
         Ok(CudaWeight::new(rows, cols, slice, &self.stream))
     }
 
-    fn begin_step(&mut self, batch: &StepBatch) -> Result<()> {
-        if self.in_flight {
-            self.sync()?;
-        }
-        let offsets = step::pack(batch, self.kv, self.dims.vocab_size, &mut self.packed)?;
-        if batch.n_tokens() > self.capacity_rows {
-            // Every activation buffer is sized for the step capacity; a larger step
-            // replaces them all (rare: the capacity only grows to the largest step).
-            self.capacity_rows = batch.n_tokens().next_power_of_two().max(16);
-            self.pool.next_generation();
-        }
-        if offsets.len > self.step.host.len() {
-            self.step = StepBuffers::new(&self.stream, offsets.len.next_power_of_two())?;
-        }
-        let host = self
-            .step
-            .host
-            .as_mut_slice()
-            .map_err(cuda_err("waiting for the step buffer"))?;
-        host[..offsets.len].copy_from_slice(&self.packed[..offsets.len]);
-        // SAFETY: the pinned source holds `offsets.len` values and the device buffer at
-        // least as many; the source is not rewritten before the stream is synchronised.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                self.step.device_ptr,
-                &host[..offsets.len],
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(cuda_err("uploading the step layout"))?;
-        self.step.offsets = offsets;
-        self.in_flight = true;
-        Ok(())
+    fn begin_step(&mut self, batch: &StepBatch) -> Result<StepMode> {
+        self.prepare_step(batch)
+    }
+
+    fn end_capture(&mut self, logits: CudaTensor) -> Result<()> {
+        self.finish_capture(logits)
+    }
+
+    fn replay(&mut self) -> Result<Vec<Vec<f32>>> {
+        self.replay_graph()
     }
 
     fn embed(&mut self, table: &CudaWeight) -> Result<CudaTensor> {
@@ -303,37 +280,17 @@ impl Backend for CudaBackend {
     }
 
     fn to_host(&mut self, x: &CudaTensor) -> Result<Vec<Vec<f32>>> {
-        let n = x.rows * x.cols;
         if x.dtype != Dtype::F32 {
             return Err(Error::InvalidSettings(
                 "only f32 tensors (logits) are copied back to the host".into(),
             ));
         }
-        if n > self.logits_host.len() {
-            self.sync()?;
-            self.logits_host = super::pinned::<f32>(self.stream.context(), n)?;
-        }
-        let host = self
-            .logits_host
-            .as_mut_slice()
-            .map_err(cuda_err("waiting for the logits buffer"))?;
-        // SAFETY: `x` holds n f32 values and the pinned buffer at least n.
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(
-                &mut host[..n],
-                x.ptr(),
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(cuda_err("copying logits to the host"))?;
-        self.sync()?;
-        let host = self
-            .logits_host
-            .as_slice()
-            .map_err(cuda_err("reading the logits buffer"))?;
-        Ok(host[..n]
-            .chunks(x.cols.max(1))
-            .map(<[f32]>::to_vec)
-            .collect())
+        // Padding rows of a graph bucket's eager warm-up step are not returned.
+        let rows = if self.bucket.is_some() {
+            self.n_real_rows.min(x.rows)
+        } else {
+            x.rows
+        };
+        self.copy_logits(x.ptr(), rows, x.cols)
     }
 }
