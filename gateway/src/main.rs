@@ -165,7 +165,8 @@ async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
     }
 }
 
-/// How long start-up waits for a shared store to fill the indexes before serving without them.
+/// How long start-up waits for a reachable shared store to fill the indexes before serving
+/// without them.
 const STORE_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest one store call may take before it counts as failed, above the store's own timeouts.
@@ -219,7 +220,9 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         Some(changes) => {
             let (filled, filled_rx) = tokio::sync::oneshot::channel();
             tokio::spawn(sync::follow(Arc::clone(&cache), changes, filled));
-            if tokio::time::timeout(STORE_SYNC_WAIT, filled_rx)
+            if !cache.store().ping().await {
+                tracing::warn!("the store does not answer; serving uncached until it does");
+            } else if tokio::time::timeout(STORE_SYNC_WAIT, filled_rx)
                 .await
                 .is_err()
             {

@@ -79,6 +79,13 @@ impl StoreClient {
             .await
     }
 
+    /// Whether the store answers a ping now.
+    pub async fn ping(&self) -> bool {
+        self.call("ping", self.call_timeout, |s| s.ping())
+            .await
+            .is_some()
+    }
+
     /// Pings the store when the breaker would let a probe through, so that it recovers even
     /// while no request arrives; returns whether the store is up afterwards.
     pub async fn probe(&self) -> bool {

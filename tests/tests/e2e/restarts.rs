@@ -71,6 +71,11 @@ fn the_embedded_store_comes_back_from_its_snapshot_and_refuses_a_damaged_one() {
     let damaged = dir.path().join("damaged.snapshot");
     std::fs::write(&damaged, &written[..written.len() / 2]).unwrap();
     let mut third = Gateway::start(&config(&damaged)).unwrap();
+    // The log is read on its own thread: give the line written before `listening` a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !refuses_snapshot(&third.log_tail()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         refuses_snapshot(&third.log_tail()),
         "no log line refuses the damaged snapshot:\n{}",
