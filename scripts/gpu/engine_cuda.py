@@ -180,11 +180,11 @@ def decode_bytes(shape, avg_context):
     return 2 * (params + kv)
 
 
-def bench(binary, name, folder, shape, out):
+def bench(binary, name, folder, shape, out, extra=()):
     cmd = [binary, "bench", "--model", folder, "--device", "cuda:0", "--prompt-tokens", "128",
            "--decode-tokens", "512", "--kv-blocks", "2048", "--block-size", "16",
            "--max-batch-tokens", "1024", "--ttft-prompt-tokens", "1024",
-           "--ttft-cached-tokens", "960"]
+           "--ttft-cached-tokens", "960", *extra]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     with open(os.path.join(out, f"bench-{name}.txt"), "w") as f:
         f.write(" ".join(cmd) + "\n" + text)
@@ -205,39 +205,53 @@ def main():
     rng = np.random.default_rng(0)
     summary = {"gpu": torch.cuda.get_device_name(0), "date": time.strftime("%Y-%m-%d"),
                "shapes": {}}
-    peak = copy_bandwidth()
+    peak = args.peak = copy_bandwidth()
     summary["copy_bandwidth_bytes_per_s"] = peak
     log(f"{summary['gpu']}: device-to-device copy {peak / 1e12:.2f} TB/s")
     for name in args.shapes.split(","):
-        shape = SHAPES[name]
-        folder, model = make_checkpoint(name, shape, args.work)
-        vocab = shape["vocab_size"]
-        prompts = [rng.integers(3, vocab, size=n).tolist() for n in (7, 100, 300)]
-        new_tokens = 32
-        entry = {}
-        cuda = probe(args.bin, folder, "cuda:0", prompts, new_tokens, 64,
-                     os.path.join(args.work, name + "-cuda"))
-        entry["vs_transformers"] = compare(model, prompts, cuda)
-        if name == "small":
-            cpu = probe(args.bin, folder, "cpu", prompts, new_tokens, 64,
-                        os.path.join(args.work, name + "-cpu"))
-            entry["cpu_vs_transformers"] = compare(model, prompts, cpu)
-            entry["cuda_vs_cpu_greedy"] = [
-                dict(same=c["tokens"] == g["tokens"],
-                     first_divergence=first_divergence(c["tokens"], g["tokens"]))
-                for c, g in zip(cpu, cuda)]
-        log(json.dumps(entry))
-        if name in args.bench.split(","):
-            rate, bytes_per_s = bench(args.bin, name, folder, shape, args.out)
-            entry["decode_batch1_tokens_per_s"] = rate
-            entry["mbu"] = bytes_per_s / peak
-            log(f"{name}: decode {rate:.1f} tok/s, MBU {entry['mbu']:.1%} of measured copy bandwidth")
-        summary["shapes"][name] = entry
-        del model
+        try:
+            summary["shapes"][name] = run_shape(name, args, rng)
+        except Exception as error:  # one shape failing must not hide the others' figures
+            log(f"{name}: FAILED: {error!r}")
+            summary["shapes"][name] = {"error": repr(error)}
         torch.cuda.empty_cache()
         with open(os.path.join(args.out, "parity.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return 0
+
+
+def run_shape(name, args, rng):
+    peak = args.peak
+    shape = SHAPES[name]
+    folder, model = make_checkpoint(name, shape, args.work)
+    vocab = shape["vocab_size"]
+    prompts = [rng.integers(3, vocab, size=n).tolist() for n in (7, 100, 300)]
+    new_tokens = 32
+    entry = {}
+    cuda = probe(args.bin, folder, "cuda:0", prompts, new_tokens, 64,
+                 os.path.join(args.work, name + "-cuda"))
+    entry["vs_transformers"] = compare(model, prompts, cuda)
+    if name == "small":
+        cpu = probe(args.bin, folder, "cpu", prompts, new_tokens, 64,
+                    os.path.join(args.work, name + "-cpu"))
+        entry["cpu_vs_transformers"] = compare(model, prompts, cpu)
+        entry["cuda_vs_cpu_greedy"] = [
+            dict(same=c["tokens"] == g["tokens"],
+                 first_divergence=first_divergence(c["tokens"], g["tokens"]))
+            for c, g in zip(cpu, cuda)]
+    log(json.dumps(entry))
+    if name in args.bench.split(","):
+        rate, bytes_per_s = bench(args.bin, name, folder, shape, args.out)
+        entry["decode_batch1_tokens_per_s"] = rate
+        entry["mbu"] = bytes_per_s / peak
+        log(f"{name}: decode {rate:.1f} tok/s, MBU {entry['mbu']:.1%} of measured copy bandwidth")
+        if name == "llama-3.2-1b":
+            rate, bytes_per_s = bench(args.bin, name + "-eager", folder, shape, args.out,
+                                      ["--no-cuda-graphs"])
+            entry["eager_decode_batch1_tokens_per_s"] = rate
+            entry["eager_mbu"] = bytes_per_s / peak
+    del model
+    return entry
 
 
 if __name__ == "__main__":
