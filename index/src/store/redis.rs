@@ -388,7 +388,15 @@ impl RedisStore {
                 if values.first().is_none_or(Option::is_none) {
                     continue;
                 }
-                let meta = decode_meta(id, &values)?;
+                // One damaged entry must not keep every gateway from rebuilding its index: it
+                // is left out (a `get` of it still reports the damage) and the rest is returned.
+                let meta = match decode_meta(id, &values) {
+                    Ok(meta) => meta,
+                    Err(error) => {
+                        tracing::warn!(%error, "scan leaves out an undecodable entry");
+                        continue;
+                    }
+                };
                 if !meta.is_expired(now_ms) {
                     metas.push(meta);
                 }
