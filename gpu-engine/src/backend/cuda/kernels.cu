@@ -240,3 +240,69 @@ extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, c
         }
     }
 }
+
+#define GEMV_MAX_M 8
+#define GEMV_WARPS 8
+#define GEMV_UNROLL 4
+
+__device__ __forceinline__ float dot8(uint4 a, uint4 b) {
+    const u32 av[4] = {a.x, a.y, a.z, a.w};
+    const u32 bv[4] = {b.x, b.y, b.z, b.w};
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        s += __uint_as_float(av[e] << 16) * __uint_as_float(bv[e] << 16);
+        s += __uint_as_float(av[e] & 0xffff0000u) * __uint_as_float(bv[e] & 0xffff0000u);
+    }
+    return s;
+}
+
+// out[r, j] = sum_c x[r, c] * w[j, c] for the few rows of a decode step (m <= GEMV_MAX_M).
+// Matrix products at batch 1..8 only need to stream the weight once; cuBLAS's tiles are
+// built for larger m. One warp per output column j: each lane loads 16 bytes (8 bf16)
+// of the weight row per load, GEMV_UNROLL loads in flight, with k % 8 == 0 and 16-byte
+// aligned rows. Output bf16 (rounded) or f32 (`out_f32`, for logits).
+extern "C" __global__ void gemv_small_m(const bf16* x, const bf16* w, void* out, int m, int n,
+                                        int k, int out_f32) {
+    int lane = threadIdx.x & 31;
+    int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (j >= n) return;
+    const uint4* w_row = (const uint4*)(w + (size_t)j * k);
+    int k8 = k / 8;
+    float acc[GEMV_MAX_M];
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = 0.0f;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int c0 = lane; c0 < k8; c0 += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = c0 + 32 * u;
+            wv[u] = c < k8 ? w_row[c] : zero;
+        }
+#pragma unroll
+        for (int r = 0; r < GEMV_MAX_M; r++) {
+            if (r < m) {
+                const uint4* x_row = (const uint4*)(x + (size_t)r * k);
+#pragma unroll
+                for (int u = 0; u < GEMV_UNROLL; u++) {
+                    int c = c0 + 32 * u;
+                    if (c < k8) acc[r] += dot8(wv[u], x_row[c]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        if (r < m) {
+            float s = warp_sum(acc[r]);
+            if (lane == 0) {
+                if (out_f32) {
+                    ((float*)out)[(size_t)r * n + j] = s;
+                } else {
+                    ((bf16*)out)[(size_t)r * n + j] = f2bf(s);
+                }
+            }
+        }
+    }
+}

@@ -40,6 +40,7 @@ struct Kernels {
     silu_mul: CudaFunction,
     rope_store_kv: CudaFunction,
     paged_attention: CudaFunction,
+    gemv_small_m: CudaFunction,
 }
 
 /// The step's packed layout, staged in pinned memory and mirrored on the device.
@@ -157,6 +158,7 @@ impl CudaBackend {
             silu_mul: load("silu_mul")?,
             rope_store_kv: load("rope_store_kv")?,
             paged_attention: load("paged_attention")?,
+            gemv_small_m: load("gemv_small_m")?,
         };
         let gemm = Gemm::new(&stream)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.

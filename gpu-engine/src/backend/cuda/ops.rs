@@ -10,6 +10,10 @@ use crate::{Error, Result};
 
 /// Threads of the per-row kernels (norms, gathers, RoPE).
 const ROW_THREADS: u32 = 256;
+/// Most rows a product takes through `gemv_small_m` (its GEMV_MAX_M).
+const GEMV_MAX_ROWS: usize = 8;
+/// Output columns per block of `gemv_small_m` (its GEMV_WARPS).
+const GEMV_WARPS: usize = 8;
 /// Threads of the attention kernel: its ATTN_WARPS warps.
 const ATTENTION_THREADS: u32 = 8 * 32;
 
@@ -138,16 +142,41 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(out);
         }
-        // SAFETY: x holds rows × cols bf16 values, the weight rows × cols, and `out` was
-        // sized for x.rows × weight.rows values of its type.
-        unsafe {
-            self.gemm.linear(
-                x.ptr(),
-                weight.ptr,
-                out.ptr(),
-                (x.rows, weight.rows, weight.cols),
-                dtype == Dtype::F32,
-            )?;
+        if x.rows <= GEMV_MAX_ROWS && weight.cols.is_multiple_of(8) {
+            // Decode-sized products stream the weight once through our own kernel.
+            let (x_ptr, out_ptr) = (x.ptr(), out.ptr());
+            let (m, n, k) = (x.rows as i32, weight.rows as i32, weight.cols as i32);
+            let out_f32 = i32::from(dtype == Dtype::F32);
+            let mut launch = self.stream.launch_builder(&self.kernels.gemv_small_m);
+            launch
+                .arg(&x_ptr)
+                .arg(&weight.ptr)
+                .arg(&out_ptr)
+                .arg(&m)
+                .arg(&n)
+                .arg(&k)
+                .arg(&out_f32);
+            let config = LaunchConfig {
+                grid_dim: (weight.rows.div_ceil(GEMV_WARPS) as u32, 1, 1),
+                block_dim: (GEMV_WARPS as u32 * 32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: x holds m rows of k bf16 values and the weight n rows of k, both
+            // 16-byte aligned with k a multiple of 8 (whole 16-byte loads); `out` holds
+            // m × n values of the output type.
+            unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_small_m"))?;
+        } else {
+            // SAFETY: x holds rows × cols bf16 values, the weight rows × cols, and `out`
+            // was sized for x.rows × weight.rows values of its type.
+            unsafe {
+                self.gemm.linear(
+                    x.ptr(),
+                    weight.ptr,
+                    out.ptr(),
+                    (x.rows, weight.rows, weight.cols),
+                    dtype == Dtype::F32,
+                )?;
+            }
         }
         if let Some(bias) = bias {
             let (ptr, rows, cols) = (out.ptr(), x.rows as i32, weight.rows as i32);
