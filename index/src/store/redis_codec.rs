@@ -6,8 +6,9 @@ use super::codec::{id_from_hex, id_to_hex, vector_from_le_bytes, vector_to_le_by
 use crate::{EntryId, Error, Result};
 
 /// The metadata fields, in the order [`decode_meta`] expects their values.
-pub(crate) const META_FIELDS: [&str; 10] =
-    ["id", "cat", "ten", "part", "vec", "q", "ca", "ea", "cost", "bl"];
+pub(crate) const META_FIELDS: [&str; 10] = [
+    "id", "cat", "ten", "part", "vec", "q", "ca", "ea", "cost", "bl",
+];
 /// The hash field holding the body, read only by `get`.
 pub(crate) const BODY_FIELD: &str = "body";
 
