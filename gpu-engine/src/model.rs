@@ -243,16 +243,20 @@ impl<B: Backend> LlamaModel<B> {
         let mut h = b.rms_norm(&residual, &first.input_norm)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let bias = layer.qkv_bias.as_ref();
-            let mut q = b.linear(&h, &layer.q, bias.map(|[q, _, _]| q))?;
-            let mut k = b.linear(&h, &layer.k, bias.map(|[_, k, _]| k))?;
-            let v = b.linear(&h, &layer.v, bias.map(|[_, _, v]| v))?;
+            let projections = [
+                (&layer.q, bias.map(|[q, _, _]| q)),
+                (&layer.k, bias.map(|[_, k, _]| k)),
+                (&layer.v, bias.map(|[_, _, v]| v)),
+            ];
+            let [mut q, mut k, v]: [B::Tensor; 3] = b
+                .linear_many(&h, &projections)?
+                .try_into()
+                .map_err(|_| Error::InvalidSettings("linear_many returned a wrong count".into()))?;
             b.rope_store_kv(index, &mut q, &mut k, &v)?;
             let attention = b.paged_attention(index, &q)?;
             let attention_out = b.linear(&attention, &layer.o, None)?;
             h = b.add_rms_norm(&mut residual, &attention_out, &layer.post_norm)?;
-            let gate = b.linear(&h, &layer.gate, None)?;
-            let up = b.linear(&h, &layer.up, None)?;
-            let activated = b.silu_mul(&gate, &up)?;
+            let activated = b.gated_up(&h, &layer.gate, &layer.up)?;
             let mlp_out = b.linear(&activated, &layer.down, None)?;
             // The next sub-block's norm (or the final norm) is fused with this residual add.
             let next_norm = self

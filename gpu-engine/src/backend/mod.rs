@@ -167,6 +167,32 @@ pub trait Backend: Send {
         bias: Option<&Self::Weight>,
     ) -> Result<Self::Tensor>;
 
+    /// Several products of the same input, `x · wᵀ (+ b)` for each `(w, b)` (the query,
+    /// key and value projections); a device backend may run them as one launch.
+    fn linear_many(
+        &mut self,
+        x: &Self::Tensor,
+        weights: &[(&Self::Weight, Option<&Self::Weight>)],
+    ) -> Result<Vec<Self::Tensor>> {
+        weights
+            .iter()
+            .map(|&(weight, bias)| self.linear(x, weight, bias))
+            .collect()
+    }
+
+    /// `silu(x · gateᵀ) * (x · upᵀ)`, the input half of the gated MLP; a device backend
+    /// may fuse the two products and the activation.
+    fn gated_up(
+        &mut self,
+        x: &Self::Tensor,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+    ) -> Result<Self::Tensor> {
+        let gate = self.linear(x, gate, None)?;
+        let up = self.linear(x, up, None)?;
+        self.silu_mul(&gate, &up)
+    }
+
     /// Applies RoPE to queries and keys at the step's positions and writes keys and
     /// values of `layer` into their KV slots.
     fn rope_store_kv(

@@ -177,11 +177,16 @@ mod tests {
             "embed_rows",
             "add_rms_norm",
             "rope_store_kv",
-            "paged_attention",
+            "gemv_small_m",
         ] {
             assert!(
                 KERNELS_SOURCE.contains(&format!("void {name}(")),
                 "kernel {name} is missing"
+            );
+        }
+        for head_size in [64, 128, 256] {
+            assert!(
+                KERNELS_SOURCE.contains(&format!("ATTENTION_ENTRY(paged_attention_{head_size},"))
             );
         }
     }

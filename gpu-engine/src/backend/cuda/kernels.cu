@@ -47,41 +47,56 @@ __device__ float block_sum(float v, float* scratch) {
 }
 
 // out[t, :] = table[ids[t], :]; one block per token.
-extern "C" __global__ void embed_rows(const bf16* table, const u32* ids, bf16* out, int cols) {
+extern "C" __global__ void embed_rows(const bf16* __restrict__ table, const u32* __restrict__ ids,
+                                      bf16* __restrict__ out, int cols) {
     int t = blockIdx.x;
     const bf16* src = table + (size_t)ids[t] * cols;
     bf16* dst = out + (size_t)t * cols;
+#pragma unroll 4
     for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[c];
 }
 
 // out[r, :] = x[src_rows[r], :]; one block per output row.
-extern "C" __global__ void gather_rows(const bf16* x, const u32* src_rows, bf16* out, int cols) {
+extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const u32* __restrict__ src_rows,
+                                       bf16* __restrict__ out, int cols) {
     int r = blockIdx.x;
     const bf16* src = x + (size_t)src_rows[r] * cols;
     bf16* dst = out + (size_t)r * cols;
+#pragma unroll 4
     for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[c];
 }
 
 // RMSNorm as Llama's module: normalise in f32, round to bf16, then scale by the weight.
 // With `delta`, the residual is first updated in place (residual += delta, in bf16).
-// The row is staged in dynamic shared memory (cols floats).
-extern "C" __global__ void add_rms_norm(bf16* residual, const bf16* delta, const bf16* weight,
-                                        bf16* out, int cols, float eps) {
+// The row is staged in dynamic shared memory (cols floats). The pointers do not alias,
+// which lets the compiler issue a thread's loads together instead of one per round trip.
+extern "C" __global__ void add_rms_norm(bf16* __restrict__ residual,
+                                        const bf16* __restrict__ delta,
+                                        const bf16* __restrict__ weight, bf16* __restrict__ out,
+                                        int cols, float eps) {
     extern __shared__ float row[];
     __shared__ float scratch[32];
     size_t base = (size_t)blockIdx.x * cols;
     float sq = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float v = bf2f(residual[base + c]);
-        if (delta != 0) {
-            v = round_bf(v + bf2f(delta[base + c]));
+    if (delta != 0) {
+#pragma unroll 4
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = round_bf(bf2f(residual[base + c]) + bf2f(delta[base + c]));
             residual[base + c] = f2bf(v);
+            row[c] = v;
+            sq += v * v;
         }
-        row[c] = v;
-        sq += v * v;
+    } else {
+#pragma unroll 4
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = bf2f(residual[base + c]);
+            row[c] = v;
+            sq += v * v;
+        }
     }
     float total = block_sum(sq, scratch);
     float inv = rsqrtf(total / (float)cols + eps);
+#pragma unroll 4
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         out[base + c] = f2bf(bf2f(weight[c]) * round_bf(row[c] * inv));
     }
@@ -97,7 +112,8 @@ extern "C" __global__ void add_bias(bf16* x, const bf16* bias, int rows, int col
 }
 
 // out = silu(gate) * up, each step rounded to bf16 as PyTorch does.
-extern "C" __global__ void silu_mul(const bf16* gate, const bf16* up, bf16* out, size_t n) {
+extern "C" __global__ void silu_mul(const bf16* __restrict__ gate, const bf16* __restrict__ up,
+                                    bf16* __restrict__ out, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         float g = bf2f(gate[i]);
@@ -115,20 +131,31 @@ __device__ __forceinline__ void rope_pair(bf16* head, int i, int half, float c, 
 
 // RoPE on the token's query and key heads, then its key and value written to their KV
 // slot (cache layout [slot, n_kv_heads, head_dim]). One block per token.
-extern "C" __global__ void rope_store_kv(bf16* q, bf16* k, const bf16* v, const u32* positions,
-                                         const u32* slot_mapping, const float* inv_freq,
-                                         bf16* k_cache, bf16* v_cache, int n_heads,
+extern "C" __global__ void rope_store_kv(bf16* __restrict__ q, bf16* __restrict__ k,
+                                         const bf16* __restrict__ v,
+                                         const u32* __restrict__ positions,
+                                         const u32* __restrict__ slot_mapping,
+                                         const float* __restrict__ inv_freq,
+                                         bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
+                                         int n_heads,
                                          int n_kv_heads, int head_dim) {
+    __shared__ float cos_s[128], sin_s[128];
     int t = blockIdx.x;
     int half = head_dim / 2;
     float position = (float)positions[t];
+    // One angle per frequency, shared by every head of the token.
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float angle = position * inv_freq[i];
+        cos_s[i] = round_bf(cosf(angle));
+        sin_s[i] = round_bf(sinf(angle));
+    }
+    __syncthreads();
     int q_width = n_heads * head_dim, kv_width = n_kv_heads * head_dim;
     bf16* q_row = q + (size_t)t * q_width;
     bf16* k_row = k + (size_t)t * kv_width;
     for (int j = threadIdx.x; j < (n_heads + n_kv_heads) * half; j += blockDim.x) {
         int head = j / half, i = j % half;
-        float angle = position * inv_freq[i];
-        float c = round_bf(cosf(angle)), s = round_bf(sinf(angle));
+        float c = cos_s[i], s = sin_s[i];
         if (head < n_heads) {
             rope_pair(q_row + head * head_dim, i, half, c, s);
         } else {
@@ -144,24 +171,26 @@ extern "C" __global__ void rope_store_kv(bf16* q, bf16* k, const bf16* v, const 
     }
 }
 
-#define ATTN_WARPS 8
-#define ATTN_KEYS 4
-#define ATTN_MAX_PER_LANE 8  // head_dim up to 256
+#define ATTN_WARPS 16
+#define ATTN_KEYS 8
 
 // Causal attention of one query token and head over its sequence's paged KV, with an
 // online softmax. Grid (n_tokens, n_heads), ATTN_WARPS warps: each warp takes every
-// ATTN_WARPS-th group of ATTN_KEYS keys, loading the group's keys and values before
-// using them so several loads are in flight, and the warps' partial results are merged
-// at the end. Lane l owns dimensions l, l + 32, ... of the head. Decode tokens and
-// prefill chunks (over a cached prefix) run through the same kernel: a token at
-// position p sees keys 0..=p of its sequence.
-extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
-                                           bf16* out, const u32* positions, const u32* token_seq,
-                                           const u32* seq_table_offset, const u32* block_tables,
-                                           int n_heads, int n_kv_heads, int head_dim,
-                                           int block_size, float scale) {
+// ATTN_WARPS-th group of ATTN_KEYS keys, loads the group's keys and values together
+// (so their loads are in flight at once), reduces the group's scores with interleaved
+// shuffles and updates its softmax state once per group; the warps' partial results
+// are merged at the end. Lane l owns dimensions l, l + 32, ... of the head (PER_LANE of
+// them, head_dim <= 32 * PER_LANE). Decode tokens and prefill chunks (over a cached
+// prefix) run through the same kernel: a token at position p sees keys 0..=p.
+template <int PER_LANE>
+__device__ void attention(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
+                          const bf16* __restrict__ v_cache, bf16* __restrict__ out,
+                          const u32* __restrict__ positions, const u32* __restrict__ token_seq,
+                          const u32* __restrict__ seq_table_offset,
+                          const u32* __restrict__ block_tables, int n_heads, int n_kv_heads,
+                          int head_dim, int block_size, float scale) {
     __shared__ float warp_m[ATTN_WARPS], warp_l[ATTN_WARPS];
-    __shared__ float warp_acc[ATTN_WARPS][32 * ATTN_MAX_PER_LANE];
+    __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int kv_head = h / (n_heads / n_kv_heads);
@@ -169,17 +198,17 @@ extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, c
     const u32* table = block_tables + seq_table_offset[token_seq[t]];
     int kv_width = n_kv_heads * head_dim;
 
-    float qv[ATTN_MAX_PER_LANE], acc[ATTN_MAX_PER_LANE];
+    float qv[PER_LANE], acc[PER_LANE];
     const bf16* q_head = q + ((size_t)t * n_heads + h) * head_dim;
 #pragma unroll
-    for (int i = 0; i < ATTN_MAX_PER_LANE; i++) {
+    for (int i = 0; i < PER_LANE; i++) {
         int d = lane + 32 * i;
         qv[i] = d < head_dim ? bf2f(q_head[d]) * scale : 0.0f;
         acc[i] = 0.0f;
     }
     float m = NEG_INF, l = 0.0f;
     for (int first = warp * ATTN_KEYS; first < n_keys; first += ATTN_WARPS * ATTN_KEYS) {
-        float kv_k[ATTN_KEYS][ATTN_MAX_PER_LANE], kv_v[ATTN_KEYS][ATTN_MAX_PER_LANE];
+        float kk[ATTN_KEYS][PER_LANE], vv[ATTN_KEYS][PER_LANE];
 #pragma unroll
         for (int j = 0; j < ATTN_KEYS; j++) {
             int key = first + j;
@@ -188,35 +217,50 @@ extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, c
             const bf16* k_at = k_cache + slot * kv_width + kv_head * head_dim;
             const bf16* v_at = v_cache + slot * kv_width + kv_head * head_dim;
 #pragma unroll
-            for (int i = 0; i < ATTN_MAX_PER_LANE; i++) {
+            for (int i = 0; i < PER_LANE; i++) {
                 int d = lane + 32 * i;
                 bool ok = live && d < head_dim;
-                kv_k[j][i] = ok ? bf2f(k_at[d]) : 0.0f;
-                kv_v[j][i] = ok ? bf2f(v_at[d]) : 0.0f;
+                kk[j][i] = ok ? bf2f(k_at[d]) : 0.0f;
+                vv[j][i] = ok ? bf2f(v_at[d]) : 0.0f;
             }
         }
+        float s[ATTN_KEYS];
 #pragma unroll
         for (int j = 0; j < ATTN_KEYS; j++) {
-            if (first + j >= n_keys) break;
-            float s = 0.0f;
+            s[j] = 0.0f;
 #pragma unroll
-            for (int i = 0; i < ATTN_MAX_PER_LANE; i++) s += qv[i] * kv_k[j][i];
-            s = warp_sum(s);
-            float m_new = fmaxf(m, s);
-            float correction = expf(m - m_new);
-            float p = expf(s - m_new);
-            l = l * correction + p;
-#pragma unroll
-            for (int i = 0; i < ATTN_MAX_PER_LANE; i++) acc[i] = acc[i] * correction + p * kv_v[j][i];
-            m = m_new;
+            for (int i = 0; i < PER_LANE; i++) s[j] += qv[i] * kk[j][i];
         }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+            for (int j = 0; j < ATTN_KEYS; j++) s[j] += __shfl_xor_sync(0xffffffffu, s[j], o);
+        }
+        float group_max = NEG_INF;
+#pragma unroll
+        for (int j = 0; j < ATTN_KEYS; j++) {
+            if (first + j < n_keys) group_max = fmaxf(group_max, s[j]);
+        }
+        float m_new = fmaxf(m, group_max);
+        float correction = expf(m - m_new);
+        l *= correction;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) acc[i] *= correction;
+#pragma unroll
+        for (int j = 0; j < ATTN_KEYS; j++) {
+            float p = first + j < n_keys ? expf(s[j] - m_new) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int i = 0; i < PER_LANE; i++) acc[i] += p * vv[j][i];
+        }
+        m = m_new;
     }
     if (lane == 0) {
         warp_m[warp] = m;
         warp_l[warp] = l;
     }
 #pragma unroll
-    for (int i = 0; i < ATTN_MAX_PER_LANE; i++) warp_acc[warp][lane + 32 * i] = acc[i];
+    for (int i = 0; i < PER_LANE; i++) warp_acc[warp][lane + 32 * i] = acc[i];
     __syncthreads();
     if (warp == 0) {
         float m_all = NEG_INF;
@@ -224,13 +268,13 @@ extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, c
         float l_all = 0.0f;
         float weight[ATTN_WARPS];
         for (int w = 0; w < ATTN_WARPS; w++) {
-            // A warp that saw no key has m = -inf and contributes nothing.
+            // A warp that saw no key has l = 0 and contributes nothing.
             weight[w] = warp_l[w] > 0.0f ? expf(warp_m[w] - m_all) : 0.0f;
             l_all += warp_l[w] * weight[w];
         }
         bf16* out_head = out + ((size_t)t * n_heads + h) * head_dim;
 #pragma unroll
-        for (int i = 0; i < ATTN_MAX_PER_LANE; i++) {
+        for (int i = 0; i < PER_LANE; i++) {
             int d = lane + 32 * i;
             if (d < head_dim) {
                 float o = 0.0f;
@@ -241,9 +285,25 @@ extern "C" __global__ void paged_attention(const bf16* q, const bf16* k_cache, c
     }
 }
 
+#define ATTENTION_ENTRY(NAME, PER_LANE)                                                        \
+    extern "C" __global__ void __launch_bounds__(ATTN_WARPS * 32)                              \
+        NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache,   \
+                                    bf16* out, const u32* positions, const u32* token_seq,     \
+                                    const u32* seq_table_offset, const u32* block_tables,      \
+                                    int n_heads, int n_kv_heads, int head_dim, int block_size, \
+                                    float scale) {                                             \
+        attention<PER_LANE>(q, k_cache, v_cache, out, positions, token_seq, seq_table_offset,  \
+                            block_tables, n_heads, n_kv_heads, head_dim, block_size, scale);   \
+    }
+
+// One entry per head size class, so the per-lane arrays stay in registers.
+ATTENTION_ENTRY(paged_attention_64, 2)
+ATTENTION_ENTRY(paged_attention_128, 4)
+ATTENTION_ENTRY(paged_attention_256, 8)
+
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8
-#define GEMV_UNROLL 4
+#define GEMV_UNROLL 8
 
 __device__ __forceinline__ float dot8(uint4 a, uint4 b) {
     const u32 av[4] = {a.x, a.y, a.z, a.w};
@@ -257,19 +317,20 @@ __device__ __forceinline__ float dot8(uint4 a, uint4 b) {
     return s;
 }
 
-// out[r, j] = sum_c x[r, c] * w[j, c] for the few rows of a decode step (m <= GEMV_MAX_M).
-// Matrix products at batch 1..8 only need to stream the weight once; cuBLAS's tiles are
-// built for larger m. One warp per output column j: each lane loads 16 bytes (8 bf16)
-// of the weight row per load, GEMV_UNROLL loads in flight, with k % 8 == 0 and 16-byte
-// aligned rows. Output bf16 (rounded) or f32 (`out_f32`, for logits).
-extern "C" __global__ void gemv_small_m(const bf16* x, const bf16* w, void* out, int m, int n,
-                                        int k, int out_f32) {
+// Copies x (m rows of k bf16) into shared memory, 16 bytes per thread and step.
+__device__ __forceinline__ void stage_x(const bf16* __restrict__ x, uint4* xs, int m, int k8) {
+    const uint4* xg = (const uint4*)x;
+    for (int i = threadIdx.x; i < m * k8; i += blockDim.x) xs[i] = xg[i];
+    __syncthreads();
+}
+
+// acc[r] = sum_c xs[r, c] * w_row[c], summed over the warp (every lane gets the sums).
+// Each lane loads 16 bytes (8 bf16) of the weight row per load, GEMV_UNROLL loads in
+// flight; k % 8 == 0 and the row is 16-byte aligned.
+__device__ __forceinline__ void gemv_row(const uint4* xs, const bf16* __restrict__ w_row_ptr,
+                                         int m, int k8, float acc[GEMV_MAX_M]) {
     int lane = threadIdx.x & 31;
-    int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (j >= n) return;
-    const uint4* w_row = (const uint4*)(w + (size_t)j * k);
-    int k8 = k / 8;
-    float acc[GEMV_MAX_M];
+    const uint4* w_row = (const uint4*)w_row_ptr;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = 0.0f;
     const uint4 zero = make_uint4(0, 0, 0, 0);
@@ -283,26 +344,104 @@ extern "C" __global__ void gemv_small_m(const bf16* x, const bf16* w, void* out,
 #pragma unroll
         for (int r = 0; r < GEMV_MAX_M; r++) {
             if (r < m) {
-                const uint4* x_row = (const uint4*)(x + (size_t)r * k);
 #pragma unroll
                 for (int u = 0; u < GEMV_UNROLL; u++) {
                     int c = c0 + 32 * u;
-                    if (c < k8) acc[r] += dot8(wv[u], x_row[c]);
+                    if (c < k8) acc[r] += dot8(wv[u], xs[r * k8 + c]);
                 }
             }
         }
     }
 #pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = warp_sum(acc[r]);
+}
+
+// out[r, j] = sum_c x[r, c] * w[j, c] for the few rows of a decode step (m <= GEMV_MAX_M).
+// Matrix products at batch 1..4 only need to stream the weight once; cuBLAS's tiles are
+// built for larger m. The block stages x in dynamic shared memory (m * k bf16), then
+// each warp computes one output column. Output bf16 (rounded) or f32 (`out_f32`).
+extern "C" __global__ void gemv_small_m(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                        void* __restrict__ out, int m, int n, int k,
+                                        int out_f32) {
+    extern __shared__ uint4 xs[];
+    int k8 = k / 8;
+    stage_x(x, xs, m, k8);
+    int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (j >= n) return;
+    float acc[GEMV_MAX_M];
+    gemv_row(xs, w + (size_t)j * k, m, k8, acc);
+    if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) {
-            float s = warp_sum(acc[r]);
-            if (lane == 0) {
-                if (out_f32) {
-                    ((float*)out)[(size_t)r * n + j] = s;
-                } else {
-                    ((bf16*)out)[(size_t)r * n + j] = f2bf(s);
-                }
+            if (out_f32) {
+                ((float*)out)[(size_t)r * n + j] = acc[r];
+            } else {
+                ((bf16*)out)[(size_t)r * n + j] = f2bf(acc[r]);
             }
+        }
+    }
+}
+
+// Up to three products of the same x in one launch (the query, key and value
+// projections): the first ceil(n0 / GEMV_WARPS) blocks compute w0's columns, the next
+// w1's, the rest w2's. Unused matrices have n = 0.
+extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __restrict__ w0,
+                                      const bf16* __restrict__ w1, const bf16* __restrict__ w2,
+                                      bf16* __restrict__ o0, bf16* __restrict__ o1,
+                                      bf16* __restrict__ o2, int n0, int n1, int n2, int m,
+                                      int k) {
+    extern __shared__ uint4 xs[];
+    int k8 = k / 8;
+    stage_x(x, xs, m, k8);
+    int b0 = (n0 + GEMV_WARPS - 1) / GEMV_WARPS, b1 = (n1 + GEMV_WARPS - 1) / GEMV_WARPS;
+    int block = blockIdx.x;
+    const bf16* w = w0;
+    bf16* o = o0;
+    int n = n0;
+    if (block >= b0 + b1) {
+        block -= b0 + b1;
+        w = w2;
+        o = o2;
+        n = n2;
+    } else if (block >= b0) {
+        block -= b0;
+        w = w1;
+        o = o1;
+        n = n1;
+    }
+    int j = block * GEMV_WARPS + (threadIdx.x >> 5);
+    if (j >= n) return;
+    float acc[GEMV_MAX_M];
+    gemv_row(xs, w + (size_t)j * k, m, k8, acc);
+    if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        if (r < m) o[(size_t)r * n + j] = f2bf(acc[r]);
+    }
+}
+
+// out = silu(x · gateᵀ) * (x · upᵀ) for decode-sized x: each warp computes column j of
+// both products and writes only the activation (rounded as the unfused ops would be).
+extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
+                                             const bf16* __restrict__ gate,
+                                             const bf16* __restrict__ up,
+                                             bf16* __restrict__ out, int m, int n, int k) {
+    extern __shared__ uint4 xs[];
+    int k8 = k / 8;
+    stage_x(x, xs, m, k8);
+    int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (j >= n) return;
+    float g[GEMV_MAX_M], u[GEMV_MAX_M];
+    gemv_row(xs, gate + (size_t)j * k, m, k8, g);
+    gemv_row(xs, up + (size_t)j * k, m, k8, u);
+    if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        if (r < m) {
+            float gv = round_bf(g[r]);
+            float act = round_bf(gv / (1.0f + expf(-gv)));
+            out[(size_t)r * n + j] = f2bf(act * round_bf(u[r]));
         }
     }
 }

@@ -39,8 +39,11 @@ struct Kernels {
     add_bias: CudaFunction,
     silu_mul: CudaFunction,
     rope_store_kv: CudaFunction,
-    paged_attention: CudaFunction,
+    /// Attention for head sizes up to 64, 128 and 256.
+    paged_attention: [CudaFunction; 3],
     gemv_small_m: CudaFunction,
+    gemv_multi: CudaFunction,
+    gemv_gate_up_silu: CudaFunction,
 }
 
 /// The step's packed layout, staged in pinned memory and mirrored on the device.
@@ -157,8 +160,14 @@ impl CudaBackend {
             add_bias: load("add_bias")?,
             silu_mul: load("silu_mul")?,
             rope_store_kv: load("rope_store_kv")?,
-            paged_attention: load("paged_attention")?,
+            paged_attention: [
+                load("paged_attention_64")?,
+                load("paged_attention_128")?,
+                load("paged_attention_256")?,
+            ],
             gemv_small_m: load("gemv_small_m")?,
+            gemv_multi: load("gemv_multi")?,
+            gemv_gate_up_silu: load("gemv_gate_up_silu")?,
         };
         let gemm = Gemm::new(&stream)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.

@@ -10,12 +10,17 @@ use crate::{Error, Result};
 
 /// Threads of the per-row kernels (norms, gathers, RoPE).
 const ROW_THREADS: u32 = 256;
-/// Most rows a product takes through `gemv_small_m` (its GEMV_MAX_M).
-const GEMV_MAX_ROWS: usize = 8;
+/// Most rows a product takes through the GEMV kernels (their GEMV_MAX_M is 8; at 8
+/// rows cuBLAS measured faster).
+const GEMV_MAX_ROWS: usize = 4;
 /// Output columns per block of `gemv_small_m` (its GEMV_WARPS).
 const GEMV_WARPS: usize = 8;
 /// Threads of the attention kernel: its ATTN_WARPS warps.
-const ATTENTION_THREADS: u32 = 8 * 32;
+const ATTENTION_THREADS: u32 = 16 * 32;
+/// Threads of the norm kernels: a decode step's single row is one block.
+const NORM_THREADS: u32 = 512;
+/// Most bytes of x that `gemv_small_m` stages in shared memory (the default limit).
+const GEMV_MAX_X_BYTES: usize = 48 * 1024;
 
 impl CudaBackend {
     fn norm(
@@ -36,11 +41,39 @@ impl CudaBackend {
             .arg(&out_ptr)
             .arg(&cols_i)
             .arg(&eps);
-        let config = per_row(rows, ROW_THREADS, (cols * 4) as u32);
+        let config = per_row(rows, NORM_THREADS, (cols * 4) as u32);
         // SAFETY: the kernel reads and writes `rows` rows of `cols` bf16 values of
         // buffers sized for at least that, and `cols` weights; `delta` is 0 or such a buffer.
         unsafe { launch.launch(config) }.map_err(cuda_err("launching add_rms_norm"))?;
         Ok(out)
+    }
+
+    /// Whether a product of `x` goes through the small-batch GEMV kernels: few rows,
+    /// whole 16-byte loads, and x small enough to stage in shared memory.
+    fn gemv_fits(&self, x: &CudaTensor) -> bool {
+        x.rows <= GEMV_MAX_ROWS
+            && x.cols.is_multiple_of(8)
+            && x.rows * x.cols * 2 <= GEMV_MAX_X_BYTES
+            && x.dtype == Dtype::Bf16
+            && !x.logits_input
+    }
+
+    fn gemv_config(&self, x: &CudaTensor, n_blocks: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (n_blocks as u32, 1, 1),
+            block_dim: (GEMV_WARPS as u32 * 32, 1, 1),
+            shared_mem_bytes: (x.rows * x.cols * 2) as u32,
+        }
+    }
+
+    fn add_bias(&mut self, out: &CudaTensor, bias: &CudaWeight) -> Result<()> {
+        let (ptr, rows, cols) = (out.ptr(), out.rows as i32, out.cols as i32);
+        let mut launch = self.stream.launch_builder(&self.kernels.add_bias);
+        launch.arg(&ptr).arg(&bias.ptr).arg(&rows).arg(&cols);
+        // SAFETY: `out` holds rows × cols bf16 values and the bias `cols`.
+        unsafe { launch.launch(grid(out.rows * out.cols)) }
+            .map_err(cuda_err("launching add_bias"))?;
+        Ok(())
     }
 
     fn check_width(&self, x: &CudaTensor, cols: usize, op: &str) -> Result<()> {
@@ -142,7 +175,8 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(out);
         }
-        if x.rows <= GEMV_MAX_ROWS && weight.cols.is_multiple_of(8) {
+        let x_bytes = x.rows * x.cols * 2;
+        if x.rows <= GEMV_MAX_ROWS && weight.cols.is_multiple_of(8) && x_bytes <= GEMV_MAX_X_BYTES {
             // Decode-sized products stream the weight once through our own kernel.
             let (x_ptr, out_ptr) = (x.ptr(), out.ptr());
             let (m, n, k) = (x.rows as i32, weight.rows as i32, weight.cols as i32);
@@ -159,7 +193,7 @@ impl Backend for CudaBackend {
             let config = LaunchConfig {
                 grid_dim: (weight.rows.div_ceil(GEMV_WARPS) as u32, 1, 1),
                 block_dim: (GEMV_WARPS as u32 * 32, 1, 1),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: x_bytes as u32,
             };
             // SAFETY: x holds m rows of k bf16 values and the weight n rows of k, both
             // 16-byte aligned with k a multiple of 8 (whole 16-byte loads); `out` holds
@@ -179,13 +213,97 @@ impl Backend for CudaBackend {
             }
         }
         if let Some(bias) = bias {
-            let (ptr, rows, cols) = (out.ptr(), x.rows as i32, weight.rows as i32);
-            let mut launch = self.stream.launch_builder(&self.kernels.add_bias);
-            launch.arg(&ptr).arg(&bias.ptr).arg(&rows).arg(&cols);
-            // SAFETY: `out` holds rows × cols bf16 values and the bias `cols`.
-            unsafe { launch.launch(grid(x.rows * weight.rows)) }
-                .map_err(cuda_err("launching add_bias"))?;
+            self.add_bias(&out, bias)?;
         }
+        Ok(out)
+    }
+
+    fn linear_many(
+        &mut self,
+        x: &CudaTensor,
+        weights: &[(&CudaWeight, Option<&CudaWeight>)],
+    ) -> Result<Vec<CudaTensor>> {
+        let fits = self.gemv_fits(x)
+            && (1..=3).contains(&weights.len())
+            && weights.iter().all(|(w, _)| w.cols == x.cols);
+        if !fits {
+            return weights
+                .iter()
+                .map(|&(weight, bias)| self.linear(x, weight, bias))
+                .collect();
+        }
+        let outs = weights
+            .iter()
+            .map(|(w, _)| self.tensor(x.rows, w.rows, Dtype::Bf16))
+            .collect::<Result<Vec<_>>>()?;
+        // Missing matrices are passed as width 0 (their blocks do not exist).
+        let ptr = |i: usize| weights.get(i).map_or(0, |(w, _)| w.ptr);
+        let out_ptr = |i: usize| outs.get(i).map_or(0, CudaTensor::ptr);
+        let n = |i: usize| weights.get(i).map_or(0, |(w, _)| w.rows as i32);
+        let args = (
+            x.ptr(),
+            [ptr(0), ptr(1), ptr(2)],
+            [out_ptr(0), out_ptr(1), out_ptr(2)],
+            [n(0), n(1), n(2)],
+            x.rows as i32,
+            x.cols as i32,
+        );
+        let n_blocks: usize = weights
+            .iter()
+            .map(|(w, _)| w.rows.div_ceil(GEMV_WARPS))
+            .sum();
+        let config = self.gemv_config(x, n_blocks);
+        let mut launch = self.stream.launch_builder(&self.kernels.gemv_multi);
+        launch.arg(&args.0);
+        for p in &args.1 {
+            launch.arg(p);
+        }
+        for p in &args.2 {
+            launch.arg(p);
+        }
+        for n in &args.3 {
+            launch.arg(n);
+        }
+        launch.arg(&args.4).arg(&args.5);
+        // SAFETY: x holds m rows of k bf16 values (16-byte aligned, k a multiple of 8),
+        // each weight n_i rows of k, each output m × n_i; the blocks of an absent matrix
+        // are not launched.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_multi"))?;
+        for (out, (_, bias)) in outs.iter().zip(weights) {
+            if let Some(bias) = bias {
+                self.add_bias(out, bias)?;
+            }
+        }
+        Ok(outs)
+    }
+
+    fn gated_up(
+        &mut self,
+        x: &CudaTensor,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+    ) -> Result<CudaTensor> {
+        if !self.gemv_fits(x) || gate.cols != x.cols || up.cols != x.cols || gate.rows != up.rows {
+            let gate = self.linear(x, gate, None)?;
+            let up = self.linear(x, up, None)?;
+            return self.silu_mul(&gate, &up);
+        }
+        let out = self.tensor(x.rows, gate.rows, Dtype::Bf16)?;
+        let (x_ptr, out_ptr) = (x.ptr(), out.ptr());
+        let (m, n, k) = (x.rows as i32, gate.rows as i32, x.cols as i32);
+        let config = self.gemv_config(x, gate.rows.div_ceil(GEMV_WARPS));
+        let mut launch = self.stream.launch_builder(&self.kernels.gemv_gate_up_silu);
+        launch
+            .arg(&x_ptr)
+            .arg(&gate.ptr)
+            .arg(&up.ptr)
+            .arg(&out_ptr)
+            .arg(&m)
+            .arg(&n)
+            .arg(&k);
+        // SAFETY: x holds m rows of k bf16 values (16-byte aligned, k a multiple of 8),
+        // gate and up n rows of k each, and `out` m × n values.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_gate_up_silu"))?;
         Ok(out)
     }
 
@@ -250,7 +368,12 @@ impl Backend for CudaBackend {
             self.kv.block_size as i32,
         );
         let scale = 1.0 / (d.head_dim as f32).sqrt();
-        let mut launch = self.stream.launch_builder(&self.kernels.paged_attention);
+        let kernel = match d.head_dim {
+            0..=64 => &self.kernels.paged_attention[0],
+            65..=128 => &self.kernels.paged_attention[1],
+            _ => &self.kernels.paged_attention[2],
+        };
+        let mut launch = self.stream.launch_builder(kernel);
         launch
             .arg(&args.0)
             .arg(&k_cache)
