@@ -74,10 +74,12 @@ fn unknown_devices_are_refused_by_name() {
     }
 }
 
-/// On a machine with a GPU: the CUDA backend's greedy tokens equal the CPU backend's
-/// on the tiny checkpoint (prefill in chunks, several sequences per step).
+/// On a machine with a GPU: the CUDA backend (bf16) computes the same first-step logits
+/// as the CPU backend (f32) on the tiny checkpoint, within bf16's precision. Later
+/// greedy tokens may part where two logits are closer than bf16 resolves (measured on
+/// an H200: docs/bench/2026-11-26-h200-engine-cuda), so only the first step is compared.
 #[test]
-fn cuda_greedy_tokens_match_cpu_where_a_gpu_exists() {
+fn cuda_logits_match_cpu_where_a_gpu_exists() {
     if !driver_present() {
         return;
     }
@@ -97,7 +99,7 @@ fn cuda_greedy_tokens_match_cpu_where_a_gpu_exists() {
                 "--device",
                 device,
                 "--new-tokens",
-                "32",
+                "4",
                 "--chunk-tokens",
                 "4",
             ])
@@ -110,9 +112,21 @@ fn cuda_greedy_tokens_match_cpu_where_a_gpu_exists() {
             .status()
             .unwrap();
         assert!(status.success(), "probe on {device} failed");
-        let result: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
-        result["prompts"].clone()
+        (0..3)
+            .map(|i| {
+                let bytes = std::fs::read(out.join(format!("logits-{i}.bin"))).unwrap();
+                let logits: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                logits[..common::tiny::VOCAB].to_vec()
+            })
+            .collect::<Vec<_>>()
     };
-    assert_eq!(run("cuda:0"), run("cpu"));
+    for (gpu, cpu) in run("cuda:0").iter().zip(run("cpu")) {
+        let diff: f32 = gpu.iter().zip(&cpu).map(|(a, b)| (a - b).powi(2)).sum();
+        let norm: f32 = cpu.iter().map(|b| b * b).sum();
+        let rel = (diff / norm).sqrt();
+        assert!(rel < 0.03, "relative l2 error {rel}");
+    }
 }

@@ -84,7 +84,7 @@ def make_checkpoint(name, shape, root):
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     # save_pretrained writes transformers' own config format (v5: rope_parameters);
-    # the engine reads checkpoints as the Hub ships them, so the Hub-style file stays.
+    # the checkpoints are meant to look as the Hub ships them, so the Hub-style file stays.
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config_dict, f)
     vocab = {f"w{i}": i for i in range(shape["vocab_size"])}

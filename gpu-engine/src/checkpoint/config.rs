@@ -67,6 +67,9 @@ struct RawConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 writes RoPE's theta and scaling here instead (`rope_type`,
+    /// `rope_theta`, `factor`, ...).
+    rope_parameters: Option<serde_json::Value>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     max_position_embeddings: Option<usize>,
@@ -152,7 +155,14 @@ impl ModelConfig {
                 "head_dim {head_dim} must be even and positive"
             )));
         }
-        let rope_scaling = parse_rope_scaling(raw.rope_scaling.as_ref())?;
+        let rope_scaling =
+            parse_rope_scaling(raw.rope_scaling.as_ref().or(raw.rope_parameters.as_ref()))?;
+        let rope_theta = raw.rope_theta.or_else(|| {
+            raw.rope_parameters
+                .as_ref()
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(serde_json::Value::as_f64)
+        });
         let mut max_positions = raw.max_position_embeddings.unwrap_or(4096);
         // The engine attends over the whole context; Mistral's sliding window would only
         // differ beyond it, so the context is capped there instead of silently diverging.
@@ -171,7 +181,7 @@ impl ModelConfig {
             head_dim,
             vocab_size: raw.vocab_size,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             rope_scaling,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             qkv_bias: match architecture {
@@ -284,6 +294,20 @@ mod tests {
         let err = ModelConfig::from_json(&text).unwrap_err();
         assert!(matches!(err, Error::UnsupportedArchitecture(ref a) if a == "GPTNeoXForCausalLM"));
         assert!(err.to_string().contains("GPTNeoXForCausalLM"));
+    }
+
+    /// Checkpoints saved by transformers 5 keep theta and scaling in `rope_parameters`;
+    /// missing them would silently run RoPE at the default theta.
+    #[test]
+    fn rope_parameters_of_transformers_5_are_read() {
+        let text = SMOL.replace(
+            "\"rope_theta\": 100000.0",
+            "\"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0, \
+             \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}",
+        );
+        let c = ModelConfig::from_json(&text).unwrap();
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
     }
 
     #[test]

@@ -66,39 +66,46 @@ extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const u32* __
     for (int c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[c];
 }
 
+#define NORM_THREADS 1024
+#define NORM_PER_THREAD 12  // rows up to 12,288 values
+
 // RMSNorm as Llama's module: normalise in f32, round to bf16, then scale by the weight.
 // With `delta`, the residual is first updated in place (residual += delta, in bf16).
-// The row is staged in dynamic shared memory (cols floats). The pointers do not alias,
-// which lets the compiler issue a thread's loads together instead of one per round trip.
-extern "C" __global__ void add_rms_norm(bf16* __restrict__ residual,
-                                        const bf16* __restrict__ delta,
-                                        const bf16* __restrict__ weight, bf16* __restrict__ out,
-                                        int cols, float eps) {
-    extern __shared__ float row[];
+// One block per row; each thread holds its values and weights in registers, so all of
+// a thread's loads are issued together and the row costs one round trip to memory.
+extern "C" __global__ void __launch_bounds__(NORM_THREADS)
+    add_rms_norm(bf16* __restrict__ residual, const bf16* __restrict__ delta,
+                 const bf16* __restrict__ weight, bf16* __restrict__ out, int cols, float eps) {
     __shared__ float scratch[32];
     size_t base = (size_t)blockIdx.x * cols;
+    float v[NORM_PER_THREAD], wv[NORM_PER_THREAD];
     float sq = 0.0f;
-    if (delta != 0) {
-#pragma unroll 4
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float v = round_bf(bf2f(residual[base + c]) + bf2f(delta[base + c]));
-            residual[base + c] = f2bf(v);
-            row[c] = v;
-            sq += v * v;
+#pragma unroll
+    for (int i = 0; i < NORM_PER_THREAD; i++) {
+        int c = threadIdx.x + i * NORM_THREADS;
+        v[i] = 0.0f;
+        wv[i] = 0.0f;
+        if (c < cols) {
+            float r = bf2f(residual[base + c]);
+            if (delta != 0) r = round_bf(r + bf2f(delta[base + c]));
+            v[i] = r;
+            wv[i] = bf2f(weight[c]);
+            sq += r * r;
         }
-    } else {
-#pragma unroll 4
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            float v = bf2f(residual[base + c]);
-            row[c] = v;
-            sq += v * v;
+    }
+    if (delta != 0) {
+#pragma unroll
+        for (int i = 0; i < NORM_PER_THREAD; i++) {
+            int c = threadIdx.x + i * NORM_THREADS;
+            if (c < cols) residual[base + c] = f2bf(v[i]);
         }
     }
     float total = block_sum(sq, scratch);
     float inv = rsqrtf(total / (float)cols + eps);
-#pragma unroll 4
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        out[base + c] = f2bf(bf2f(weight[c]) * round_bf(row[c] * inv));
+#pragma unroll
+    for (int i = 0; i < NORM_PER_THREAD; i++) {
+        int c = threadIdx.x + i * NORM_THREADS;
+        if (c < cols) out[base + c] = f2bf(wv[i] * round_bf(v[i] * inv));
     }
 }
 
@@ -356,6 +363,49 @@ __device__ __forceinline__ void gemv_row(const uint4* xs, const bf16* __restrict
     for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = warp_sum(acc[r]);
 }
 
+// As gemv_row for two weight rows at once (gate and up), their loads issued together.
+__device__ __forceinline__ void gemv_row2(const uint4* xs, const bf16* __restrict__ a_ptr,
+                                          const bf16* __restrict__ b_ptr, int m, int k8,
+                                          float acc_a[GEMV_MAX_M], float acc_b[GEMV_MAX_M]) {
+    int lane = threadIdx.x & 31;
+    const uint4* a_row = (const uint4*)a_ptr;
+    const uint4* b_row = (const uint4*)b_ptr;
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        acc_a[r] = 0.0f;
+        acc_b[r] = 0.0f;
+    }
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int c0 = lane; c0 < k8; c0 += 32 * GEMV_UNROLL) {
+        uint4 av[GEMV_UNROLL], bv[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = c0 + 32 * u;
+            av[u] = c < k8 ? a_row[c] : zero;
+            bv[u] = c < k8 ? b_row[c] : zero;
+        }
+#pragma unroll
+        for (int r = 0; r < GEMV_MAX_M; r++) {
+            if (r < m) {
+#pragma unroll
+                for (int u = 0; u < GEMV_UNROLL; u++) {
+                    int c = c0 + 32 * u;
+                    if (c < k8) {
+                        uint4 xv = xs[r * k8 + c];
+                        acc_a[r] += dot8(av[u], xv);
+                        acc_b[r] += dot8(bv[u], xv);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_M; r++) {
+        acc_a[r] = warp_sum(acc_a[r]);
+        acc_b[r] = warp_sum(acc_b[r]);
+    }
+}
+
 // out[r, j] = sum_c x[r, c] * w[j, c] for the few rows of a decode step (m <= GEMV_MAX_M).
 // Matrix products at batch 1..4 only need to stream the weight once; cuBLAS's tiles are
 // built for larger m. The block stages x in dynamic shared memory (m * k bf16), then
@@ -433,8 +483,7 @@ extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
     int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (j >= n) return;
     float g[GEMV_MAX_M], u[GEMV_MAX_M];
-    gemv_row(xs, gate + (size_t)j * k, m, k8, g);
-    gemv_row(xs, up + (size_t)j * k, m, k8, u);
+    gemv_row2(xs, gate + (size_t)j * k, up + (size_t)j * k, m, k8, g, u);
     if ((threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {

@@ -29,8 +29,8 @@ use crate::{Error, Result};
 
 pub use self::open::check_available;
 
-/// Widest row the norm kernels stage in shared memory (f32), within the 48 KiB default.
-const MAX_NORM_COLS: usize = 11 * 1024;
+/// Widest row the norm kernel holds in registers (NORM_THREADS × NORM_PER_THREAD).
+const MAX_NORM_COLS: usize = 12 * 1024;
 
 struct Kernels {
     embed_rows: CudaFunction,

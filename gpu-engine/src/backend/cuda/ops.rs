@@ -17,8 +17,8 @@ const GEMV_MAX_ROWS: usize = 4;
 const GEMV_WARPS: usize = 8;
 /// Threads of the attention kernel: its ATTN_WARPS warps.
 const ATTENTION_THREADS: u32 = 16 * 32;
-/// Threads of the norm kernels: a decode step's single row is one block.
-const NORM_THREADS: u32 = 512;
+/// Threads of the norm kernel (its NORM_THREADS): a decode step's single row is one block.
+const NORM_THREADS: u32 = 1024;
 /// Most bytes of x that `gemv_small_m` stages in shared memory (the default limit).
 const GEMV_MAX_X_BYTES: usize = 48 * 1024;
 
@@ -41,7 +41,7 @@ impl CudaBackend {
             .arg(&out_ptr)
             .arg(&cols_i)
             .arg(&eps);
-        let config = per_row(rows, NORM_THREADS, (cols * 4) as u32);
+        let config = per_row(rows, NORM_THREADS, 0);
         // SAFETY: the kernel reads and writes `rows` rows of `cols` bf16 values of
         // buffers sized for at least that, and `cols` weights; `delta` is 0 or such a buffer.
         unsafe { launch.launch(config) }.map_err(cuda_err("launching add_rms_norm"))?;
