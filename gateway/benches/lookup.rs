@@ -26,27 +26,27 @@ use cachet_index::MemoryStore;
 use cachet_policies::Config;
 use serde_json::json;
 
-/// Twenty-word questions, each stored as the paraphrase after it, so that lookups find
+/// Twenty-word questions (the benchmark size), each stored as the paraphrase after it, so that lookups find
 /// candidates above the threshold and the guards run.
 const QUESTIONS: [(&str, &str); 6] = [
     (
-        "How much statutory redundancy pay will I get after working here for twenty years of service in England?",
+        "How much statutory redundancy pay will I get after working here for twenty years of service in England this year?",
         "What statutory redundancy pay am I owed after twenty years of service with my employer here in England?",
     ),
     (
-        "Can I cancel my table booking at the Italian place two days in advance without being charged a fee?",
+        "Can I cancel my table booking at the Italian place two days in advance without being charged any extra fee?",
         "Is it possible to cancel my table reservation at the Italian restaurant two days ahead without a charge?",
     ),
     (
-        "What's the deadline for submitting my self-assessment tax return online if I am self-employed this year?",
+        "What's the deadline for submitting my self-assessment tax return online if I am self-employed this year in the United Kingdom?",
         "When is the deadline for filing my self-assessment tax return online if I'm self-employed this year?",
     ),
     (
-        "Which foods and drinks should I avoid eating in the days before my surgery at the hospital next week?",
+        "Which foods and drinks should I avoid eating in the days before my surgery at the local hospital next week?",
         "What should I not eat or drink in the days before my operation at the hospital next week?",
     ),
     (
-        "How do I move money from my Premium Bonds into my bank account without paying any fees at all?",
+        "How do I move my money from my Premium Bonds into my bank account without paying any fees at all?",
         "What is the way to transfer money out of Premium Bonds into my bank account with no fees?",
     ),
     (
