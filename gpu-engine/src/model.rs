@@ -15,6 +15,10 @@ pub trait ForwardStep: Send {
     /// Writes the step's keys and values into the KV pool and returns the logits of the
     /// last query token of every sequence that wants them, in batch order.
     fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>>;
+
+    /// As `forward`, but returns the greedy token of each of those sequences instead of
+    /// its logits (on a GPU only the ids leave the device).
+    fn forward_greedy(&mut self, batch: &StepBatch) -> Result<Vec<u32>>;
 }
 
 /// Where the model runs, as given on the command line.
@@ -283,6 +287,21 @@ impl<B: Backend> ForwardStep for LlamaModel<B> {
                 self.backend.replay()
             }
             StepMode::Replay => self.backend.replay(),
+        }
+    }
+
+    fn forward_greedy(&mut self, batch: &StepBatch) -> Result<Vec<u32>> {
+        match self.backend.begin_step(batch)? {
+            StepMode::Eager => {
+                let logits = self.compute()?;
+                self.backend.argmax_rows(&logits)
+            }
+            StepMode::Capture => {
+                let logits = self.compute()?;
+                self.backend.end_capture(logits)?;
+                self.backend.replay_argmax()
+            }
+            StepMode::Replay => self.backend.replay_argmax(),
         }
     }
 }

@@ -28,6 +28,10 @@ pub struct ProbeArgs {
     /// Run every CUDA step eagerly (no graph replay).
     #[arg(long)]
     no_cuda_graphs: bool,
+    /// Take each step's greedy tokens from the model (on a GPU: argmax on the device,
+    /// only ids copied back) instead of its logits; no logits files are written.
+    #[arg(long)]
+    greedy_on_device: bool,
     /// JSON file holding a list of prompts, each a list of token ids.
     #[arg(long)]
     prompts: PathBuf,
@@ -120,8 +124,16 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         for seq in seqs.iter_mut() {
             seq.prefilled = (seq.prefilled + args.chunk_tokens).min(seq.prompt.len());
         }
-        let logits = model.forward(&batch)?;
         n_steps += 1;
+        if args.greedy_on_device {
+            let ids = model.forward_greedy(&batch)?;
+            anyhow::ensure!(ids.len() == sampled.len(), "one token per sequence");
+            for (index, id) in sampled.into_iter().zip(ids) {
+                seqs[index].tokens.push(id);
+            }
+            continue;
+        }
+        let logits = model.forward(&batch)?;
         anyhow::ensure!(logits.len() == sampled.len(), "one logits row per sequence");
         for (index, row) in sampled.into_iter().zip(logits) {
             let seq = &mut seqs[index];
@@ -131,7 +143,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)?;
-    for (i, seq) in seqs.iter().enumerate() {
+    for (i, seq) in seqs.iter().enumerate().filter(|_| !args.greedy_on_device) {
         let path = args.out.join(format!("logits-{i}.bin"));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         for v in &seq.logits {

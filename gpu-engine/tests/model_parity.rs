@@ -86,3 +86,22 @@ fn tiny_qwen2_with_qkv_bias_matches_reference() {
         assert_eq!(tokens, reference.generated_ids);
     }
 }
+
+/// `forward_greedy` (the worker's path for greedy requests) picks the argmax of the
+/// logits `forward` returns, in prefill and decode steps alike.
+#[test]
+fn greedy_steps_pick_the_argmax_of_the_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_qwen2(dir.path(), 11);
+    let (mut a, mut b) = (load(dir.path()), load(dir.path()));
+    let mut next = vec![3u32, 9, 27, 11];
+    for step in 0..6 {
+        let position = if step == 0 { 0 } else { 3 + step };
+        let mut batch = StepBatch::default();
+        batch.push_seq(&next, position, (0..4).collect(), BLOCK, true);
+        let logits = a.forward(&batch).unwrap();
+        let ids = b.forward_greedy(&batch).unwrap();
+        assert_eq!(ids, vec![argmax(&logits[0])], "step {step}");
+        next = ids;
+    }
+}

@@ -102,7 +102,7 @@ def make_checkpoint(name, shape, root):
     return folder, model
 
 
-def probe(binary, folder, device, prompts, new_tokens, chunk, out):
+def probe(binary, folder, device, prompts, new_tokens, chunk, out, extra=()):
     os.makedirs(out, exist_ok=True)
     prompts_path = os.path.join(out, "prompts.json")
     with open(prompts_path, "w") as f:
@@ -110,9 +110,11 @@ def probe(binary, folder, device, prompts, new_tokens, chunk, out):
     started = time.time()
     subprocess.run([binary, "probe", "--model", folder, "--device", device, "--prompts",
                     prompts_path, "--new-tokens", str(new_tokens), "--chunk-tokens", str(chunk),
-                    "--out", out], check=True)
+                    "--out", out, *extra], check=True)
     with open(os.path.join(out, "result.json")) as f:
         result = json.load(f)
+    if extra:
+        return result["prompts"]
     vocab = result["vocab_size"]
     for i, p in enumerate(result["prompts"]):
         p["logits"] = np.fromfile(os.path.join(out, f"logits-{i}.bin"),
@@ -244,6 +246,13 @@ def run_shape(name, args, rng):
     # The fp32 reference: the same weights, upcast.
     model32 = copy.deepcopy(model).float()
     entry["vs_transformers"] = compare(model, model32, prompts, cuda)
+    if name in ("small", "llama-3.2-1b"):
+        # Greedy sampling on the GPU (argmax on the device, only ids copied back) must pick
+        # the same tokens as the argmax of the logits the GPU returns.
+        on_device = probe(args.bin, folder, "cuda:0", prompts, new_tokens, 64,
+                          os.path.join(args.work, name + "-greedy"), ["--greedy-on-device"])
+        entry["device_greedy_same_tokens"] = [
+            a["tokens"] == b["tokens"] for a, b in zip(on_device, cuda)]
     if name == "small":
         cpu = probe(args.bin, folder, "cpu", prompts, new_tokens, 64,
                     os.path.join(args.work, name + "-cpu"))

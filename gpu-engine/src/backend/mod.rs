@@ -214,4 +214,23 @@ pub trait Backend: Send {
 
     /// Copies a tensor back to the host, one `Vec` per row.
     fn to_host(&mut self, x: &Self::Tensor) -> Result<Vec<Vec<f32>>>;
+
+    /// Greedy sampling: the index of each row's largest logit (the first on ties). A
+    /// device backend computes it in place, so only the ids come back to the host.
+    fn argmax_rows(&mut self, logits: &Self::Tensor) -> Result<Vec<u32>> {
+        Ok(self
+            .to_host(logits)?
+            .iter()
+            .map(|row| crate::sampling::argmax(row))
+            .collect())
+    }
+
+    /// As [`Backend::replay`], but returns each row's argmax.
+    fn replay_argmax(&mut self) -> Result<Vec<u32>> {
+        Ok(self
+            .replay()?
+            .iter()
+            .map(|row| crate::sampling::argmax(row))
+            .collect())
+    }
 }

@@ -112,22 +112,46 @@ impl Worker {
         if step.seqs.is_empty() {
             return;
         }
-        let logits = match self.model.forward(&step.batch) {
-            Ok(logits) => logits,
-            Err(err) => {
-                tracing::error!(error = %err, "forward step failed");
-                self.fail_step(&step, &err.to_string());
-                return;
-            }
-        };
+        // A step whose every sampling sequence is greedy takes its tokens from the
+        // model directly (on a GPU only the ids leave the device).
+        let all_greedy = step.seqs.iter().filter(|s| s.samples).all(|s| {
+            self.active
+                .get(&s.id)
+                .is_none_or(|a| a.params.temperature <= 0.0 || a.params.top_k == 1)
+        });
         let mut sampled = Vec::new();
-        let mut rows = logits.iter();
-        for scheduled in step.seqs.iter().filter(|s| s.samples) {
-            let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&scheduled.id))
-            else {
-                continue;
+        if all_greedy {
+            let ids = match self.model.forward_greedy(&step.batch) {
+                Ok(ids) => ids,
+                Err(err) => {
+                    tracing::error!(error = %err, "forward step failed");
+                    self.fail_step(&step, &err.to_string());
+                    return;
+                }
             };
-            sampled.push((scheduled.id, active.sampler.sample(row, &active.params)));
+            let sampling = step.seqs.iter().filter(|s| s.samples);
+            for (scheduled, id) in sampling.zip(ids) {
+                if self.active.contains_key(&scheduled.id) {
+                    sampled.push((scheduled.id, id));
+                }
+            }
+        } else {
+            let logits = match self.model.forward(&step.batch) {
+                Ok(logits) => logits,
+                Err(err) => {
+                    tracing::error!(error = %err, "forward step failed");
+                    self.fail_step(&step, &err.to_string());
+                    return;
+                }
+            };
+            let mut rows = logits.iter();
+            for scheduled in step.seqs.iter().filter(|s| s.samples) {
+                let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&scheduled.id))
+                else {
+                    continue;
+                };
+                sampled.push((scheduled.id, active.sampler.sample(row, &active.params)));
+            }
         }
         self.scheduler.complete(&step, &sampled);
         for (id, token) in sampled {

@@ -178,9 +178,10 @@ mod tests {
             "add_rms_norm",
             "rope_store_kv",
             "gemv_small_m",
+            "argmax_rows",
         ] {
             assert!(
-                KERNELS_SOURCE.contains(&format!("void {name}(")),
+                KERNELS_SOURCE.contains(&format!(" {name}(")),
                 "kernel {name} is missing"
             );
         }

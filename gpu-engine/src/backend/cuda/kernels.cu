@@ -494,3 +494,53 @@ extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
         }
     }
 }
+
+// ids[r] = the index of the largest logit of row r (f32), the first one on ties as
+// numpy's argmax; NaN never wins. One block per row: greedy sampling on the GPU, so only
+// token ids cross to the host.
+extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ ids,
+                                       int cols) {
+    __shared__ float best_v[32];
+    __shared__ int best_i[32];
+    const float* row = logits + (size_t)blockIdx.x * cols;
+    float v = NEG_INF;
+    int idx = 0x7fffffff;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float x = row[c];
+        if (x > v) {
+            v = x;
+            idx = c;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (ov > v || (ov == v && oi < idx)) {
+            v = ov;
+            idx = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        best_v[warp] = v;
+        best_i[warp] = idx;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        int n_warps = (blockDim.x + 31) >> 5;
+        v = lane < n_warps ? best_v[lane] : NEG_INF;
+        idx = lane < n_warps ? best_i[lane] : 0x7fffffff;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, v, o);
+            int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+            if (ov > v || (ov == v && oi < idx)) {
+                v = ov;
+                idx = oi;
+            }
+        }
+        // A row of NaNs (or -inf) keeps index 0, as the host's argmax does.
+        if (lane == 0) ids[blockIdx.x] = idx == 0x7fffffff ? 0u : (u32)idx;
+    }
+}

@@ -10,6 +10,7 @@ mod gemm;
 pub mod graph;
 pub mod memory;
 mod open;
+mod readback;
 pub mod step;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ struct Kernels {
     gemv_small_m: CudaFunction,
     gemv_multi: CudaFunction,
     gemv_gate_up_silu: CudaFunction,
+    argmax_rows: CudaFunction,
 }
 
 /// The step's packed layout, staged in pinned memory and mirrored on the device.
@@ -73,6 +75,8 @@ pub struct CudaBackend {
     /// The packed layout of the current step, on the host.
     packed: Vec<u32>,
     logits_host: PinnedHostSlice<f32>,
+    /// Greedy token ids on their way to the host.
+    ids_host: PinnedHostSlice<u32>,
     /// Replay decode steps from CUDA graphs.
     use_graphs: bool,
     graphs: Graphs,
@@ -168,6 +172,7 @@ impl CudaBackend {
             gemv_small_m: load("gemv_small_m")?,
             gemv_multi: load("gemv_multi")?,
             gemv_gate_up_silu: load("gemv_gate_up_silu")?,
+            argmax_rows: load("argmax_rows")?,
         };
         let gemm = Gemm::new(&stream)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.
@@ -191,6 +196,7 @@ impl CudaBackend {
             .map_err(cuda_err("uploading rope frequencies"))?;
         let step = StepBuffers::new(&stream, 1024)?;
         let logits_host = pinned::<f32>(&ctx, dims.vocab_size)?;
+        let ids_host = pinned::<u32>(&ctx, graph::BUCKETS[graph::BUCKETS.len() - 1])?;
         tracing::info!(
             device = ordinal,
             arch,
@@ -211,6 +217,7 @@ impl CudaBackend {
             step,
             packed: Vec::new(),
             logits_host,
+            ids_host,
             use_graphs,
             graphs: Graphs::default(),
             capturing: None,
@@ -345,48 +352,6 @@ impl CudaBackend {
         };
         self.graphs.by_bucket.insert(bucket, step_graph);
         Ok(())
-    }
-
-    fn replay_graph(&mut self) -> Result<Vec<Vec<f32>>> {
-        let bucket = self
-            .bucket
-            .ok_or_else(|| Error::InvalidSettings("replay of a step without a graph".into()))?;
-        let Some(step_graph) = self.graphs.by_bucket.get(&bucket) else {
-            return Err(Error::InvalidSettings(format!(
-                "no graph for bucket {bucket}"
-            )));
-        };
-        let (ptr, vocab) = (step_graph.logits_ptr, step_graph.vocab);
-        step_graph
-            .graph
-            .launch()
-            .map_err(cuda_err("launching a step graph"))?;
-        self.copy_logits(ptr, self.n_real_rows, vocab)
-    }
-
-    /// Copies `rows` rows of f32 logits at `ptr` to the host and waits for the step.
-    fn copy_logits(&mut self, ptr: u64, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
-        let n = rows * cols;
-        if n > self.logits_host.len() {
-            self.sync()?;
-            self.logits_host = pinned::<f32>(self.stream.context(), n)?;
-        }
-        let host = self
-            .logits_host
-            .as_mut_slice()
-            .map_err(cuda_err("waiting for the logits buffer"))?;
-        // SAFETY: `ptr` holds at least n f32 values (the step's logits) and the pinned
-        // buffer at least n.
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(&mut host[..n], ptr, self.stream.cu_stream())
-        }
-        .map_err(cuda_err("copying logits to the host"))?;
-        self.sync()?;
-        let host = self
-            .logits_host
-            .as_slice()
-            .map_err(cuda_err("reading the logits buffer"))?;
-        Ok(host[..n].chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
     }
 
     fn sync(&mut self) -> Result<()> {

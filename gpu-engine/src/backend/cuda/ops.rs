@@ -126,6 +126,25 @@ impl Backend for CudaBackend {
         self.replay_graph()
     }
 
+    fn replay_argmax(&mut self) -> Result<Vec<u32>> {
+        self.replay_graph_argmax()
+    }
+
+    fn argmax_rows(&mut self, logits: &CudaTensor) -> Result<Vec<u32>> {
+        if logits.dtype != Dtype::F32 {
+            return Err(Error::InvalidSettings(
+                "argmax_rows takes f32 logits".into(),
+            ));
+        }
+        // Padding rows of a graph bucket's eager warm-up step are left out.
+        let rows = if self.bucket.is_some() {
+            self.n_real_rows.min(logits.rows)
+        } else {
+            logits.rows
+        };
+        self.greedy_ids(logits.ptr(), rows, logits.cols)
+    }
+
     fn embed(&mut self, table: &CudaWeight) -> Result<CudaTensor> {
         let n = self.step.offsets.n_tokens;
         let out = self.tensor(n, table.cols, Dtype::Bf16)?;
