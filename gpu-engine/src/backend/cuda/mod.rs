@@ -229,11 +229,6 @@ impl CudaBackend {
         })
     }
 
-    /// Bytes of KV memory per block across all layers (keys and values, bf16).
-    pub fn kv_bytes_per_block(dims: &ModelDims, block_size: usize) -> usize {
-        2 * dims.n_layers * block_size * dims.n_kv_heads * dims.head_dim * 2
-    }
-
     fn tensor(&self, rows: usize, cols: usize, dtype: Dtype) -> Result<CudaTensor> {
         let buffer = self
             .pool
