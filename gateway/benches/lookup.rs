@@ -5,7 +5,8 @@
 //! embedding alone, in milliseconds.
 //!
 //! Run with `cargo bench -p cachet-gateway --bench lookup` (after `scripts/fetch-assets`);
-//! `-- --iterations N` changes the number of timed lookups (default 1000). Run it on a quiet
+//! `-- --iterations N` changes the number of timed lookups (default 1000), `-- --config FILE`
+//! the config (default `configs/default.toml`, relative to the repository). Run it on a quiet
 //! machine: on two cores anything else running shows in the tail.
 
 use std::path::Path;
@@ -62,9 +63,13 @@ fn main() -> anyhow::Result<()> {
         .map(|n| n.parse::<usize>())
         .transpose()?
         .unwrap_or(1000);
+    let config_path = std::env::args()
+        .skip_while(|a| a != "--config")
+        .nth(1)
+        .unwrap_or_else(|| "configs/default.toml".to_owned());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::set_current_dir(&root)?;
-    let config = Arc::new(Config::load(Path::new("configs/default.toml"))?);
+    let config = Arc::new(Config::load(Path::new(&config_path))?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
