@@ -7,8 +7,9 @@ use super::{CudaBackend, cuda_err, per_row, pinned};
 use crate::{Error, Result};
 
 impl CudaBackend {
-    /// Runs the graph of the current step and returns its logits, one `Vec` per row.
-    pub(super) fn replay_graph(&mut self) -> Result<Vec<Vec<f32>>> {
+    /// Launches the graph captured for the current step's batch-size bucket; returns where its
+    /// logits land and the vocabulary size.
+    fn launch_step_graph(&mut self) -> Result<(u64, usize)> {
         let bucket = self
             .bucket
             .ok_or_else(|| Error::InvalidSettings("replay of a step without a graph".into()))?;
@@ -22,24 +23,18 @@ impl CudaBackend {
             .graph
             .launch()
             .map_err(cuda_err("launching a step graph"))?;
+        Ok((ptr, vocab))
+    }
+
+    /// Runs the graph of the current step and returns its logits, one `Vec` per row.
+    pub(super) fn replay_graph(&mut self) -> Result<Vec<Vec<f32>>> {
+        let (ptr, vocab) = self.launch_step_graph()?;
         self.copy_logits(ptr, self.n_real_rows, vocab)
     }
 
     /// Runs the graph of the current step and returns the greedy token of each real row.
     pub(super) fn replay_graph_argmax(&mut self) -> Result<Vec<u32>> {
-        let bucket = self
-            .bucket
-            .ok_or_else(|| Error::InvalidSettings("replay of a step without a graph".into()))?;
-        let Some(step_graph) = self.graphs.by_bucket.get(&bucket) else {
-            return Err(Error::InvalidSettings(format!(
-                "no graph for bucket {bucket}"
-            )));
-        };
-        let (ptr, vocab) = (step_graph.logits_ptr, step_graph.vocab);
-        step_graph
-            .graph
-            .launch()
-            .map_err(cuda_err("launching a step graph"))?;
+        let (ptr, vocab) = self.launch_step_graph()?;
         self.greedy_ids(ptr, self.n_real_rows, vocab)
     }
 
