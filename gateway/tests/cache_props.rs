@@ -163,3 +163,35 @@ proptest! {
         })?;
     }
 }
+
+/// A reload whose new category cannot get an index (a graph parameter the index refuses) is
+/// refused whole: the categories in force keep their indexes and entries.
+#[test]
+fn a_policy_that_cannot_be_applied_changes_nothing() {
+    runtime().block_on(async {
+        let cache = cache().await;
+        let req = request("how do I sort a list in python");
+        let plan = cache.plan(&req, &headers(0)).await;
+        cache
+            .fill(&req, &plan, None, answer("sorted"), Duration::ZERO)
+            .await;
+        let before = cache.entries_per_category();
+
+        let text = format!("{CONFIG}\n[index]\nm = 1\n\n[categories.extra]\nthreshold = 0.9\n");
+        let config = Arc::new(Config::from_toml(&text).expect("the file itself is valid"));
+        let policy = Policy::build(config, cache.embedder())
+            .await
+            .expect("policy");
+        assert!(cache.apply(policy).await.is_err(), "m = 1 has no graph");
+
+        assert_eq!(cache.entries_per_category(), before);
+        let hit = cache.lookup(&req, &plan).await.hit.expect("still cached");
+        assert_eq!(hit.kind, HitKind::Exact);
+        let paraphrase = request("how do I sort a python list");
+        let plan = cache.plan(&paraphrase, &headers(0)).await;
+        assert!(
+            cache.lookup(&paraphrase, &plan).await.hit.is_some(),
+            "the index still serves semantic hits"
+        );
+    });
+}

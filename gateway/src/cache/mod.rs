@@ -154,26 +154,31 @@ impl Cache {
     }
 
     /// Puts a new policy in force. Categories that appeared get an empty index, removed ones
-    /// lose theirs, and changed quotas apply at once (evicted entries leave the store).
+    /// lose theirs, and changed quotas apply at once (evicted entries leave the store). When
+    /// an index cannot be made, nothing changes.
     pub async fn apply(&self, policy: Policy) -> Result<(), cachet_index::Error> {
+        let config = &policy.config;
         let mut evicted = Vec::new();
         {
             let mut indexes = self.indexes.write();
+            // Everything that can fail happens before the running indexes are touched.
             let mut next = HashMap::new();
-            for category in &policy.config.categories {
-                let index = match indexes.remove(&category.name) {
-                    Some(index) => {
-                        evicted.extend(index.set_quota(quota_of(category)));
-                        index.set_ef_search(policy.config.index.ef_search.get());
-                        index
-                    }
-                    None => Arc::new(index_for(&policy.config, category, self.embedder.dim())?),
-                };
-                next.insert(category.name.clone(), index);
+            for category in &config.categories {
+                if !indexes.contains_key(&category.name) {
+                    let index = index_for(config, category, self.embedder.dim())?;
+                    next.insert(category.name.clone(), Arc::new(index));
+                }
+            }
+            for category in &config.categories {
+                if let Some(index) = indexes.remove(&category.name) {
+                    evicted.extend(index.set_quota(quota_of(category)));
+                    index.set_ef_search(config.index.ef_search.get());
+                    next.insert(category.name.clone(), index);
+                }
             }
             *indexes = next;
         }
-        self.load.reconfigure(&policy.config.adaptive);
+        self.load.reconfigure(&config.adaptive);
         self.policy.store(Arc::new(policy));
         self.store.remove(evicted).await;
         Ok(())
