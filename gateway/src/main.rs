@@ -115,15 +115,25 @@ fn config_source(
 /// The store the config asks for, with what only its kind offers.
 struct OpenedStore {
     backend: Arc<dyn EntryStore>,
-    /// The embedded store, which snapshots to disk.
-    memory: Option<Arc<MemoryStore>>,
+    /// The embedded store's snapshots, when configured.
+    snapshots: Option<Snapshots>,
     /// Other gateways' changes to a shared store.
     changes: Option<tokio::sync::mpsc::Receiver<Change>>,
 }
 
+/// Where and how often the embedded store is written to disk.
+struct Snapshots {
+    store: Arc<MemoryStore>,
+    path: PathBuf,
+    interval: Duration,
+}
+
 async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
     match &config.store {
-        StoreSettings::Memory { snapshot, .. } => {
+        StoreSettings::Memory {
+            snapshot,
+            snapshot_interval,
+        } => {
             let store = match snapshot {
                 Some(path) => {
                     let path = path.clone();
@@ -134,7 +144,11 @@ async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             let store = Arc::new(store);
             Ok(OpenedStore {
                 backend: store.clone(),
-                memory: Some(store),
+                snapshots: snapshot.clone().map(|path| Snapshots {
+                    store,
+                    path,
+                    interval: *snapshot_interval,
+                }),
                 changes: None,
             })
         }
@@ -158,7 +172,7 @@ async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             let changes = store.changes(OriginFilter::Others);
             Ok(OpenedStore {
                 backend: Arc::new(store),
-                memory: None,
+                snapshots: None,
                 changes: Some(changes),
             })
         }
@@ -198,7 +212,7 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     let load = Arc::new(LoadTracker::new(&config.adaptive));
     let OpenedStore {
         backend,
-        memory,
+        snapshots,
         changes,
     } = open_store(&config).await?;
     let breaker = Breaker::new(
@@ -228,7 +242,7 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
             {
                 tracing::warn!(
                     wait_s = STORE_SYNC_WAIT.as_secs(),
-                    "the store did not answer at start; serving uncached until it does"
+                    "the indexes are still being filled from the store; serving meanwhile"
                 );
             }
         }
@@ -249,7 +263,7 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         None => None,
     };
     let state = AppState::new(Arc::clone(&cache), upstream, Some(metrics), Some(source));
-    spawn_background(&state, &config, memory.as_ref());
+    spawn_background(&state, snapshots.as_ref());
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -269,22 +283,15 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
     if let Some(engine) = engine {
         engine.shutdown().await;
     }
-    if let (
-        Some(memory),
-        StoreSettings::Memory {
-            snapshot: Some(path),
-            ..
-        },
-    ) = (memory, &config.store)
-    {
-        sync::snapshot(memory, path.clone()).await;
+    if let Some(snapshots) = snapshots {
+        sync::snapshot(snapshots.store, snapshots.path).await;
     }
     served.context("server failed")
 }
 
 /// The gateway's periodic work: expiry, store probes, load sampling, config watching and
 /// snapshots.
-fn spawn_background(state: &AppState, config: &Config, memory: Option<&Arc<MemoryStore>>) {
+fn spawn_background(state: &AppState, snapshots: Option<&Snapshots>) {
     let cache = state.cache_handle();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -305,18 +312,11 @@ fn spawn_background(state: &AppState, config: &Config, memory: Option<&Arc<Memor
         }
     });
     tokio::spawn(reload::watch(state.clone(), Duration::from_secs(1)));
-    if let (
-        Some(memory),
-        StoreSettings::Memory {
-            snapshot: Some(path),
-            snapshot_interval,
-        },
-    ) = (memory, &config.store)
-    {
+    if let Some(snapshots) = snapshots {
         tokio::spawn(sync::snapshot_every(
-            Arc::clone(memory),
-            path.clone(),
-            *snapshot_interval,
+            Arc::clone(&snapshots.store),
+            snapshots.path.clone(),
+            snapshots.interval,
         ));
     }
 }
