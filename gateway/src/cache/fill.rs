@@ -22,7 +22,8 @@ impl Cache {
         response: Value,
         cost: Duration,
     ) {
-        let Some(category) = self.config().category(&plan.category).cloned() else {
+        let config = self.config();
+        let Some(category) = config.category(&plan.category) else {
             return;
         };
         let vector = match (vector, request.view.as_ref()) {
@@ -109,7 +110,7 @@ impl Cache {
                         partition: meta.partition,
                         vector: &meta.vector,
                         expires_at_ms: meta.expires_at_ms,
-                        size_bytes: entry_bytes(meta),
+                        size_bytes: meta.size_bytes(),
                         cost: meta.cost,
                     })
                     .collect();
@@ -127,15 +128,4 @@ impl Cache {
         }
         evicted
     }
-}
-
-/// Bytes an entry counts for in its category's byte quota: its metadata, vector and body.
-/// Computed from the metadata alone, so that a fill and an index rebuilt from the store agree.
-pub fn entry_bytes(meta: &EntryMeta) -> usize {
-    std::mem::size_of::<EntryMeta>()
-        + meta.category.len()
-        + meta.tenant.len()
-        + meta.question.as_ref().map_or(0, String::len)
-        + std::mem::size_of_val(meta.vector.as_slice())
-        + meta.body_bytes
 }

@@ -15,14 +15,13 @@ use cachet_policies::{Candidate, Category, Config, RequestFacts, judge};
 use parking_lot::RwLock;
 
 use crate::answer::CachedAnswer;
-
-mod fill;
 use crate::keys::{ExactKey, Tenant, partition};
 use crate::load::LoadTracker;
 use crate::policy::{Policy, index_for, quota_of};
 use crate::request::CacheRequest;
 use crate::store::StoreClient;
-pub use fill::entry_bytes;
+
+mod fill;
 
 /// What the cache may do for one request.
 #[derive(Debug, Clone)]

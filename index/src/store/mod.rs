@@ -55,6 +55,13 @@ impl EntryMeta {
         self.expires_at_ms <= now_ms
     }
 
+    /// Bytes the entry counts for in a byte quota: the metadata, its strings and vector, and
+    /// the body by its recorded length. Computed from the metadata alone, so that an index
+    /// filled at insert time and one rebuilt from a store's `scan` agree.
+    pub fn size_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.heap_bytes() + self.body_bytes
+    }
+
     /// Heap bytes the metadata owns (strings and vector), for memory quotas.
     fn heap_bytes(&self) -> usize {
         self.category.len()
@@ -152,6 +159,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::test_support::entry;
+    use super::{EntryMeta, StoredEntry};
 
     #[test]
     fn size_counts_every_owned_byte() {
@@ -164,6 +172,21 @@ mod tests {
         assert_eq!(
             e.size_bytes(),
             base - "question 1".len() + 2 + std::mem::size_of::<f32>()
+        );
+    }
+
+    #[test]
+    fn metadata_size_counts_the_body_by_its_recorded_length() {
+        let e = entry(1, "body", 10);
+        let meta = e.meta.clone();
+        let mut without_body = meta.clone();
+        without_body.body_bytes = 0;
+        assert_eq!(meta.size_bytes() - without_body.size_bytes(), "body".len());
+        // The same entry measured from its metadata (as after a scan) and whole differ only by
+        // the struct that holds the body.
+        assert_eq!(
+            e.size_bytes() - meta.size_bytes(),
+            std::mem::size_of::<StoredEntry>() - std::mem::size_of::<EntryMeta>()
         );
     }
 
