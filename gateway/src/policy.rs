@@ -32,18 +32,18 @@ impl Policy {
             if category.examples.is_empty() {
                 continue;
             }
-            let mut embedded = Vec::with_capacity(category.examples.len());
-            for example in &category.examples {
-                let vector =
-                    embedder
-                        .embed(example)
-                        .await
-                        .map_err(|source| PolicyError::Examples {
-                            category: category.name.clone(),
-                            source,
-                        })?;
-                embedded.push(vector);
-            }
+            // Sent together, so that the embedder's micro-batching runs them as one batch.
+            let embedded = futures::future::try_join_all(
+                category
+                    .examples
+                    .iter()
+                    .map(|example| embedder.embed(example)),
+            )
+            .await
+            .map_err(|source| PolicyError::Examples {
+                category: category.name.clone(),
+                source,
+            })?;
             vectors.push((category.name.clone(), embedded));
         }
         let prototypes = Prototypes::new(&config, vectors);
