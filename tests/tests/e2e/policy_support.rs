@@ -11,7 +11,7 @@ use cachet_tests::{Gateway, GatewayConfig, Metrics, ScriptedUpstream};
 use serde_json::{Value, json};
 use toml::Table;
 
-use crate::support::{KEY_A, RawResponse};
+use crate::support::{KEY_A, RawResponse, read_raw};
 
 /// The admin token of the scenarios that enable the admin API.
 pub const ADMIN_TOKEN: &str = "admin-token-for-the-e2e-tests";
@@ -207,27 +207,8 @@ impl PolicyStack {
                 .header("content-type", "application/json")
                 .body(body);
         }
-        self.runtime.block_on(async {
-            let response = request.send().await.expect("http request");
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| {
-                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-                })
-                .collect();
-            let (body, body_error) = match response.bytes().await {
-                Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
-                Err(err) => (String::new(), Some(format!("{err:?}"))),
-            };
-            RawResponse {
-                status,
-                headers,
-                body,
-                body_error,
-            }
-        })
+        self.runtime
+            .block_on(async { read_raw(request.send().await.expect("http request")).await })
     }
 }
 

@@ -331,21 +331,24 @@ impl Raw {
     }
 
     fn send(&self, request: reqwest::RequestBuilder) -> RawResponse {
-        self.runtime.block_on(async {
-            let response = request.send().await.expect("http request");
-            let status = response.status().as_u16();
-            let headers = header_map(response.headers());
-            let (body, body_error) = match response.bytes().await {
-                Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
-                Err(err) => (String::new(), Some(format!("{err:?}"))),
-            };
-            RawResponse {
-                status,
-                headers,
-                body,
-                body_error,
-            }
-        })
+        self.runtime
+            .block_on(async { read_raw(request.send().await.expect("http request")).await })
+    }
+}
+
+/// A response's status, headers and whole body, keeping a body read error instead of failing.
+pub async fn read_raw(response: reqwest::Response) -> RawResponse {
+    let status = response.status().as_u16();
+    let headers = header_map(response.headers());
+    let (body, body_error) = match response.bytes().await {
+        Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), None),
+        Err(err) => (String::new(), Some(format!("{err:?}"))),
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+        body_error,
     }
 }
 
