@@ -28,6 +28,7 @@ pub struct OrtBackend {
     provider: &'static str,
     length_buckets: bool,
     max_padded_tokens_per_run: usize,
+    rows_per_run: usize,
 }
 
 /// Default cap on `rows × padded length` of one model run.
@@ -102,6 +103,7 @@ impl OrtBackend {
             provider,
             length_buckets: true,
             max_padded_tokens_per_run: DEFAULT_MAX_PADDED_TOKENS_PER_RUN,
+            rows_per_run: config.rows_per_run(),
         };
         backend.warm_up()?;
         Ok(backend)
@@ -123,6 +125,12 @@ impl OrtBackend {
                 max_tokens,
                 source: Box::new(source),
             })
+    }
+
+    /// Caps the texts of one model run (see [`EmbedderConfig::rows_per_run`]). Exposed so that
+    /// tests and the benchmark can compare batched and single runs.
+    pub fn set_rows_per_run(&mut self, rows: usize) {
+        self.rows_per_run = rows.max(1);
     }
 
     /// Caps `rows × padded length` per model run, bounding activation memory (a single row
@@ -188,6 +196,7 @@ impl EmbedBackend for OrtBackend {
             vec![(0..texts.len()).collect()]
         };
         let groups = split_by_token_budget(groups, &lengths, self.max_padded_tokens_per_run);
+        let groups = split_rows(groups, self.rows_per_run);
         let mut vectors = vec![Vec::new(); texts.len()];
         for group in groups {
             let members: Vec<_> = group.iter().map(|&index| &encodings[index]).collect();
@@ -262,6 +271,20 @@ fn split_by_token_budget(
     runs
 }
 
+/// Splits runs into runs of at most `rows` texts (at least one).
+fn split_rows(groups: Vec<Vec<usize>>, rows: usize) -> Vec<Vec<usize>> {
+    let rows = rows.max(1);
+    groups
+        .into_iter()
+        .flat_map(|group| {
+            group
+                .chunks(rows)
+                .map(<[usize]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Finds the hidden-state output and its width, and whether the model takes `token_type_ids`.
 fn inspect_model(session: &Session, path: &std::path::Path) -> Result<(String, usize, bool)> {
     let unsupported = |reason: String| Error::UnsupportedModel {
@@ -302,7 +325,7 @@ fn inspect_model(session: &Session, path: &std::path::Path) -> Result<(String, u
 
 #[cfg(test)]
 mod tests {
-    use super::{length_groups, split_by_token_budget};
+    use super::{length_groups, split_by_token_budget, split_rows};
 
     fn check(lengths: &[usize], expected: &[&[usize]]) {
         let groups = length_groups(lengths);
@@ -331,6 +354,21 @@ mod tests {
         assert_eq!(runs, vec![vec![0], vec![5], vec![1]]);
         let runs = split_by_token_budget(vec![vec![0, 1, 5]], &lengths, 1000);
         assert_eq!(runs, vec![vec![0, 1, 5]]);
+    }
+
+    #[test]
+    fn runs_hold_at_most_rows_per_run_texts() {
+        let groups = vec![vec![4, 2, 0], vec![1], vec![3, 5]];
+        assert_eq!(
+            split_rows(groups.clone(), 1),
+            vec![vec![4], vec![2], vec![0], vec![1], vec![3], vec![5]]
+        );
+        assert_eq!(
+            split_rows(groups.clone(), 2),
+            vec![vec![4, 2], vec![0], vec![1], vec![3, 5]]
+        );
+        assert_eq!(split_rows(groups.clone(), usize::MAX), groups);
+        assert_eq!(split_rows(groups.clone(), 0), split_rows(groups, 1));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use cachet_embedder::pooling::cosine_similarity;
 use cachet_embedder::{Device, EmbedBackend, Embedder, EmbedderConfig, Error, OrtBackend};
-use common::{asset, minilm_config, norm, reference};
+use common::{asset, minilm_config, norm, reference, reference_of, shipped_config};
 
 /// One embedder for the whole file: loading the model once keeps the suite fast on two cores.
 fn embedder() -> &'static Embedder {
@@ -56,10 +56,63 @@ async fn batched_equals_unbatched() {
 }
 
 #[test]
+fn the_shipped_int8_model_matches_its_python_reference() {
+    let reference = reference_of("minilm-q8");
+    let mut config = shipped_config();
+    config.max_tokens = reference.max_tokens;
+    let mut backend = OrtBackend::new(&config).unwrap();
+    let texts: Vec<&str> = reference
+        .items
+        .iter()
+        .map(|item| item.text.as_str())
+        .collect();
+    // As one batch: on the CPU each text still runs alone, as the reference ran them.
+    let vectors = backend.embed_batch(&texts).unwrap();
+    for (item, vector) in reference.items.iter().zip(&vectors) {
+        let cosine = cosine_similarity(vector, &item.embedding);
+        assert!(cosine >= 0.9999, "cosine {cosine} for {:?}", item.text);
+    }
+}
+
+#[test]
+fn a_quantized_models_vectors_depend_on_the_batch_unless_texts_run_alone() {
+    // The int8 activation scale spans a whole run, so batching moves a quantized model's
+    // vectors; one text per run (the CPU default) keeps them what they are alone.
+    let mut backend = OrtBackend::new(&shipped_config()).unwrap();
+    let texts = [
+        "What is the capital of France?",
+        "How do I reverse a list in Python?",
+        "Explain the difference between TCP and UDP in two sentences, with one example each.",
+        "hi",
+    ];
+    let alone: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|text| backend.embed_batch(&[text]).unwrap().remove(0))
+        .collect();
+    let default_batch = backend.embed_batch(&texts).unwrap();
+    for ((text, a), b) in texts.iter().zip(&alone).zip(&default_batch) {
+        assert_eq!(a, b, "{text:?} changed in a batch");
+    }
+    backend.set_length_buckets(false);
+    backend.set_rows_per_run(usize::MAX);
+    let one_run = backend.embed_batch(&texts).unwrap();
+    let lowest = alone
+        .iter()
+        .zip(&one_run)
+        .map(|(a, b)| cosine_similarity(a, b))
+        .fold(1.0_f32, f32::min);
+    assert!(
+        lowest < 0.9999,
+        "one padded run left every vector as it was alone (lowest cosine {lowest})"
+    );
+}
+
+#[test]
 fn one_padded_run_equals_length_buckets() {
     // The backend pads mixed lengths into one run when buckets are off; padding must not leak
     // into the pooled vectors.
     let mut backend = OrtBackend::new(&minilm_config()).unwrap();
+    backend.set_rows_per_run(usize::MAX);
     let long = long_text(150);
     let texts = ["hi", "what is a semantic cache?", long.as_str(), ""];
     let bucketed = backend.embed_batch(&texts).unwrap();

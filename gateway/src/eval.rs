@@ -466,6 +466,7 @@ pub fn embedder_config(config: &Config) -> EmbedderConfig {
     out.max_batch = e.max_batch.get();
     out.batch_wait = e.batch_wait;
     out.intra_threads = e.threads;
+    out.rows_per_run = e.rows_per_run;
     out
 }
 

@@ -58,6 +58,7 @@ pub(crate) struct RawEmbedder {
     pub max_batch: Option<i64>,
     pub batch_wait: Option<String>,
     pub threads: Option<i64>,
+    pub rows_per_run: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

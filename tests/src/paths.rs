@@ -102,8 +102,8 @@ pub fn openai_client_script() -> PathBuf {
 /// missing `scripts/fetch-assets` run fails with a clear message instead of a gateway crash.
 pub fn require_model_assets() -> Result<()> {
     for relative in [
-        "assets/minilm-int8/model.onnx",
-        "assets/minilm-int8/tokenizer.json",
+        "assets/minilm-q8/model.onnx",
+        "assets/minilm-q8/tokenizer.json",
         "assets/onnxruntime/libonnxruntime.so.1.32.0",
     ] {
         existing(repo_root().join(relative), "model asset", FETCH_HINT)?;

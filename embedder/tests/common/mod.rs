@@ -47,8 +47,23 @@ pub struct ReferenceItem {
     pub embedding: Vec<f32>,
 }
 
+/// The CPU config for the model the default config ships: all-MiniLM-L6-v2 with int8 weights
+/// and activations quantized at run time (built by `scripts/fetch-assets`).
+pub fn shipped_config() -> EmbedderConfig {
+    EmbedderConfig::new(
+        asset("minilm-q8/model.onnx"),
+        asset("minilm-q8/tokenizer.json"),
+        asset("onnxruntime/libonnxruntime.so.1.32.0"),
+    )
+}
+
 pub fn reference() -> Reference {
-    let path = asset("references/minilm-int8.json");
+    reference_of("minilm-int8")
+}
+
+/// The reference vectors of a model under `assets/references/`.
+pub fn reference_of(model: &str) -> Reference {
+    let path = asset(&format!("references/{model}.json"));
     let json = std::fs::read_to_string(&path).unwrap();
     serde_json::from_str(&json).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }

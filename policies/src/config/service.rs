@@ -76,6 +76,9 @@ pub struct EmbedderSettings {
     pub batch_wait: Duration,
     /// ONNX Runtime intra-op threads; 0 lets it choose.
     pub threads: usize,
+    /// The most texts one model run takes; unset chooses by device (one on the CPU, so that a
+    /// text's vector does not depend on what it is batched with; no limit on a GPU).
+    pub rows_per_run: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,8 +166,8 @@ pub(super) fn embedder(c: &mut Checker, e: &RawEmbedder) -> EmbedderSettings {
         DeviceSpec::Cpu
     });
     EmbedderSettings {
-        model: path_or(&e.model, "assets/minilm-int8/model.onnx"),
-        tokenizer: path_or(&e.tokenizer, "assets/minilm-int8/tokenizer.json"),
+        model: path_or(&e.model, "assets/minilm-q8/model.onnx"),
+        tokenizer: path_or(&e.tokenizer, "assets/minilm-q8/tokenizer.json"),
         onnxruntime: path_or(
             &e.onnxruntime,
             "assets/onnxruntime/libonnxruntime.so.1.32.0",
@@ -174,6 +177,9 @@ pub(super) fn embedder(c: &mut Checker, e: &RawEmbedder) -> EmbedderSettings {
         max_batch: c.positive("embedder.max_batch", e.max_batch, 32),
         batch_wait: c.duration("embedder.batch_wait", e.batch_wait.as_deref(), "0ms"),
         threads: c.non_negative("embedder.threads", e.threads, 0),
+        rows_per_run: e
+            .rows_per_run
+            .map(|rows| c.positive("embedder.rows_per_run", Some(rows), 1)),
     }
 }
 

@@ -22,8 +22,8 @@ fn paraphrases_clear_the_threshold_and_the_rest_stay_well_below() {
     require_model_assets().unwrap();
     let root = repo_root();
     let embedder = Embedder::start(EmbedderConfig::new(
-        root.join("assets/minilm-int8/model.onnx"),
-        root.join("assets/minilm-int8/tokenizer.json"),
+        root.join("assets/minilm-q8/model.onnx"),
+        root.join("assets/minilm-q8/tokenizer.json"),
         root.join("assets/onnxruntime/libonnxruntime.so.1.32.0"),
     ))
     .unwrap();
