@@ -203,7 +203,8 @@ class MiniLMGraphTest(unittest.TestCase):
         plain = self.run_model(minilm_to_onnx.build_graph(w, self.CFG), feeds)
         fused_model = minilm_to_onnx.build_fused_graph(w, self.CFG)
         fused = self.run_model(fused_model, feeds)
-        self.assertLess(len(fused_model.graph.node), 10 + 7 * self.CFG["num_hidden_layers"])
+        self.assertLess(len(fused_model.graph.node), 10 + 11 * self.CFG["num_hidden_layers"])
+        self.assertEqual(sum(n.op_type == "Attention" for n in fused_model.graph.node), self.CFG["num_hidden_layers"])
         real = mask.astype(bool)
         np.testing.assert_allclose(fused[real], plain[real], rtol=1e-4, atol=1e-4)
         # The padded row's real tokens equal the same sentence run alone.
