@@ -64,9 +64,9 @@ impl OrtBackend {
             context: "creating session options",
             source,
         })?;
-        if config.intra_threads > 0 {
+        if let Some(threads) = config.threads() {
             builder = builder
-                .with_intra_threads(config.intra_threads)
+                .with_intra_threads(threads)
                 .map_err(ort_error("setting intra-op threads"))?;
         }
         let provider = match config.device {

@@ -57,7 +57,11 @@ def load_tokenizer(path: str) -> Tokenizer:
 def session(model_path: str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
-    return ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+    # The embedder's CPU session turns this fusion off (its kernel is slow); with an int8 model
+    # the fused and unfused sums round differently into the next layer's int8 activations.
+    return ort.InferenceSession(
+        model_path, opts, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
+    )
 
 
 def embed(sess: ort.InferenceSession, tok: Tokenizer, text: str) -> np.ndarray:

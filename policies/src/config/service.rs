@@ -74,7 +74,7 @@ pub struct EmbedderSettings {
     pub max_tokens: NonZeroUsize,
     pub max_batch: NonZeroUsize,
     pub batch_wait: Duration,
-    /// ONNX Runtime intra-op threads; 0 lets it choose.
+    /// ONNX Runtime intra-op threads; 0 lets the embedder choose (half the cores on the CPU).
     pub threads: usize,
     /// The most texts one model run takes; unset chooses by device (one on the CPU, so that a
     /// text's vector does not depend on what it is batched with; no limit on a GPU).
