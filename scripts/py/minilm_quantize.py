@@ -24,7 +24,6 @@ import logging
 import os
 import tempfile
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -61,23 +60,6 @@ def agreement(f32_path: str, int8_path: str, tokenizer_path: str) -> float:
     )
 
 
-def batch_agreement(path: str, tokenizer_path: str) -> float:
-    tok = minilm_reference.load_tokenizer(tokenizer_path)
-    sess = minilm_reference.session(path)
-    texts = minilm_reference.SENTENCES[:4]
-    encs = [tok.encode(t) for t in texts]
-    width = max(len(e.ids) for e in encs)
-    feeds = {
-        name: np.array([getattr(e, attr) + [0] * (width - len(e.ids)) for e in encs], np.int64)
-        for name, attr in zip(minilm_reference.INPUT_NAMES, ("ids", "attention_mask", "type_ids"), strict=True)
-    }
-    (hidden,) = sess.run(["last_hidden_state"], feeds)
-    mask = feeds["attention_mask"][..., None].astype(np.float64)
-    pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    return min(float(p @ minilm_reference.embed(sess, tok, t)) for p, t in zip(pooled, texts, strict=True))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="the float32 model.onnx (from minilm_to_onnx.py)")
@@ -89,7 +71,7 @@ def main() -> None:
     tmp = args.out + ".part"
     quantize(args.model, tmp)
     cos = agreement(args.model, tmp, args.tokenizer)
-    batch_cos = batch_agreement(tmp, args.tokenizer)
+    batch_cos = minilm_reference.batch_agreement(tmp, args.tokenizer)
     print(f"  int8 vs float32: min cosine {cos:.5f}; padded batch vs one by one: min cosine {batch_cos:.6f}")
     if cos < MIN_COSINE or batch_cos < MIN_BATCH_COSINE:
         os.unlink(tmp)

@@ -64,6 +64,25 @@ def session(model_path: str) -> ort.InferenceSession:
     )
 
 
+def batch_agreement(model_path: str, tokenizer_path: str) -> float:
+    """Embeds sentences of different lengths as one padded batch; returns the lowest cosine
+    to the same sentences embedded one by one."""
+    tok = load_tokenizer(tokenizer_path)
+    sess = session(model_path)
+    texts = SENTENCES[:4]
+    encs = [tok.encode(t) for t in texts]
+    width = max(len(e.ids) for e in encs)
+    feeds = {
+        name: np.array([getattr(e, attr) + [0] * (width - len(e.ids)) for e in encs], np.int64)
+        for name, attr in zip(INPUT_NAMES, ("ids", "attention_mask", "type_ids"), strict=True)
+    }
+    (hidden,) = sess.run(["last_hidden_state"], feeds)
+    mask = feeds["attention_mask"][..., None].astype(np.float64)
+    pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    return min(float(p @ embed(sess, tok, t)) for p, t in zip(pooled, texts, strict=True))
+
+
 def embed(sess: ort.InferenceSession, tok: Tokenizer, text: str) -> np.ndarray:
     enc = tok.encode(text)
     ids = np.array([enc.ids], dtype=np.int64)

@@ -63,6 +63,31 @@ class GraphBuilder:
         b = self.const(prefix + ".bias", weights[prefix + ".bias"])
         return self.op("LayerNormalization", [x, g, b], out, axis=-1, epsilon=eps)
 
+    def embeddings(self, weights: dict, eps: float) -> str:
+        """Word + position + token type embeddings, LayerNorm; positions 0..seq-1 are the
+        first rows of the position table."""
+        words_table = self.const("word_embeddings", weights["embeddings.word_embeddings.weight"])
+        words = self.op("Gather", [words_table, "input_ids"])
+        seq_len = self.op("Shape", ["input_ids"], start=1, end=2)
+        zero = self.const("c_zero", np.array([0], np.int64))
+        table = self.const("position_embeddings", weights["embeddings.position_embeddings.weight"])
+        positions = self.op("Slice", [table, zero, seq_len, zero])
+        types_table = self.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"])
+        types = self.op("Gather", [types_table, "token_type_ids"])
+        h = self.op("Add", [self.op("Add", [words, positions]), types])
+        return self.layer_norm(h, weights, "embeddings.LayerNorm", eps)
+
+    def model(self, name: str, hidden: int, opsets: list) -> onnx.ModelProto:
+        """The graph of these nodes with MiniLM's inputs and `last_hidden_state` output."""
+        dims = ["batch", "sequence"]
+        inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in minilm_reference.INPUT_NAMES]
+        output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])
+        graph = helper.make_graph(self.nodes, name, inputs, [output], self.initializers)
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="cachet minilm_to_onnx.py")
+        # IR version 8 keeps the model loadable by older runtimes than the installed onnx targets.
+        model.ir_version = 8
+        return model
+
     def gelu(self, x: str) -> str:
         """Exact (erf) GELU, as BERT's `gelu` activation."""
         inv_sqrt2 = self.const(f"c_inv_sqrt2_{self.counter}", np.array(1 / np.sqrt(2), np.float32))
@@ -78,19 +103,7 @@ def build_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
     eps = cfg["layer_norm_eps"]
     g = GraphBuilder()
 
-    # Embeddings: positions 0..seq-1 are the first rows of the position table.
-    words = g.op("Gather", [g.const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids"])
-    seq_len = g.op("Shape", ["input_ids"], start=1, end=2)
-    zero = g.const("c_zero", np.array([0], np.int64))
-    positions = g.op(
-        "Slice", [g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]), zero, seq_len, zero]
-    )
-    types = g.op(
-        "Gather",
-        [g.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"],
-    )
-    h = g.op("Add", [g.op("Add", [words, positions]), types])
-    h = g.layer_norm(h, weights, "embeddings.LayerNorm", eps)
+    h = g.embeddings(weights, eps)
 
     # Padding keys get a large negative bias: [batch, 1, 1, seq].
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
@@ -123,15 +136,7 @@ def build_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
             g.op("Add", [out, h]), weights, p + "output.LayerNorm", eps, "last_hidden_state" if last else None
         )
 
-    dims = ["batch", "sequence"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in minilm_reference.INPUT_NAMES]
-    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])
-    graph = helper.make_graph(g.nodes, "all-MiniLM-L6-v2", inputs, [output], g.initializers)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cachet minilm_to_onnx.py"
-    )
-    # IR version 8 keeps the model loadable by older runtimes than the installed onnx targets.
-    model.ir_version = 8
+    model = g.model("all-MiniLM-L6-v2", hidden, [helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -155,18 +160,7 @@ def build_fused_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
     g = GraphBuilder()
     ms = "com.microsoft"
 
-    words = g.op("Gather", [g.const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids"])
-    seq_len = g.op("Shape", ["input_ids"], start=1, end=2)
-    zero = g.const("c_zero", np.array([0], np.int64))
-    positions = g.op(
-        "Slice", [g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]), zero, seq_len, zero]
-    )
-    types = g.op(
-        "Gather",
-        [g.const("token_type_embeddings", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"],
-    )
-    h = g.op("Add", [g.op("Add", [words, positions]), types])
-    h = g.layer_norm(h, weights, "embeddings.LayerNorm", eps)
+    h = g.embeddings(weights, eps)
 
     # A [batch, seq] 0/1 mask in int32 is a mask form the Attention operator takes as is.
     mask = g.op("Cast", ["attention_mask"], to=TensorProto.INT32)
@@ -196,16 +190,7 @@ def build_fused_graph(weights: dict, cfg: dict) -> onnx.ModelProto:
         last = i == cfg["num_hidden_layers"] - 1
         h = skip_norm(out, out_bias, h, p + "output.LayerNorm", "last_hidden_state" if last else None)
 
-    dims = ["batch", "sequence"]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, dims) for n in minilm_reference.INPUT_NAMES]
-    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, dims + [hidden])
-    graph = helper.make_graph(g.nodes, "all-MiniLM-L6-v2 (fused)", inputs, [output], g.initializers)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(ms, 1)],
-        producer_name="cachet minilm_to_onnx.py",
-    )
-    model.ir_version = 8
+    model = g.model("all-MiniLM-L6-v2 (fused)", hidden, [helper.make_opsetid("", OPSET), helper.make_opsetid(ms, 1)])
     # The checker knows no schemas of the com.microsoft domain; ONNX Runtime checks those
     # when it loads the model, and `check_fusion` compares the outputs with the plain graph.
     onnx.checker.check_model(model)
@@ -232,20 +217,7 @@ def check_against(f32_path: str, int8_path: str, tokenizer_path: str) -> float:
 
 def check_padding(f32_path: str, tokenizer_path: str) -> float:
     """Embeds sentences of different lengths in one padded batch; returns the min cosine to one-by-one."""
-    tok = minilm_reference.load_tokenizer(tokenizer_path)
-    sess = minilm_reference.session(f32_path)
-    texts = minilm_reference.SENTENCES[:4]
-    encs = [tok.encode(t) for t in texts]
-    width = max(len(e.ids) for e in encs)
-    feeds = {
-        name: np.array([getattr(e, attr) + [0] * (width - len(e.ids)) for e in encs], np.int64)
-        for name, attr in zip(minilm_reference.INPUT_NAMES, ("ids", "attention_mask", "type_ids"), strict=True)
-    }
-    (hidden,) = sess.run(["last_hidden_state"], feeds)
-    mask = feeds["attention_mask"][..., None].astype(np.float64)
-    pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    return min(float(p @ minilm_reference.embed(sess, tok, t)) for p, t in zip(pooled, texts, strict=True))
+    return minilm_reference.batch_agreement(f32_path, tokenizer_path)
 
 
 def main() -> None:
