@@ -1,7 +1,9 @@
 //! The `cachet-engine` binary: `serve` an OpenAI-compatible API, or `bench` the engine in process.
 
 mod bench;
+mod loadgen;
 mod probe;
+mod sample_check;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,6 +40,14 @@ enum Command {
     /// Run prompts straight through the model and write every generated token's logits
     /// (parity checks between backends and against transformers).
     Probe(probe::ProbeArgs),
+    /// Output tokens/s, TTFT and time per output token of random prompts at several
+    /// concurrency levels, through the real scheduler in process (one JSON line a level).
+    Throughput(loadgen::ThroughputArgs),
+    /// Groups of requests sharing a long system prompt, shuffled: TTFT and throughput
+    /// (run it with and without --no-prefix-caching to see what the cache saves).
+    PrefixBench(loadgen::PrefixBenchArgs),
+    /// Checks the GPU sampling kernel against the host sampler on fixed logits.
+    SampleCheck(sample_check::SampleCheckArgs),
 }
 
 /// What loading a model and sizing the engine needs; shared by `serve` and `bench`.
@@ -73,6 +83,10 @@ pub struct ModelArgs {
     /// Most requests generating at once; others wait in the queue.
     #[arg(long, default_value_t = 64)]
     max_running_seqs: usize,
+    /// Compute every prompt in full instead of reusing the KV of cached prefixes (for
+    /// measuring what the prefix cache saves).
+    #[arg(long)]
+    no_prefix_caching: bool,
     /// Compute threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -114,6 +128,7 @@ pub fn start_engine(args: &ModelArgs, show_progress: bool) -> anyhow::Result<Eng
         block_size: args.block_size,
         max_batch_tokens: args.max_batch_tokens,
         max_running_seqs: args.max_running_seqs,
+        prefix_caching: !args.no_prefix_caching,
     };
     settings.validate()?;
     let dir: &Path = &args.model;
@@ -182,5 +197,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Probe(args) => probe::run(args),
+        Command::Throughput(args) => runtime.block_on(loadgen::throughput(args)),
+        Command::PrefixBench(args) => runtime.block_on(loadgen::prefix_bench(args)),
+        Command::SampleCheck(args) => sample_check::run(args),
     }
 }

@@ -8,6 +8,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::CudaBackend;
 use crate::backend::{Backend, KvLayout, ModelDims, StepBatch, StepMode};
 use crate::checkpoint::{ModelConfig, WeightFiles};
+use crate::sampling::RowSampling;
 use crate::{Error, Result};
 
 /// Runs one batched forward step; what the engine's worker needs from a loaded model.
@@ -19,6 +20,10 @@ pub trait ForwardStep: Send {
     /// As `forward`, but returns the greedy token of each of those sequences instead of
     /// its logits (on a GPU only the ids leave the device).
     fn forward_greedy(&mut self, batch: &StepBatch) -> Result<Vec<u32>>;
+
+    /// As `forward`, but samples each of those sequences' next token under `rows` (one
+    /// entry per logits row; on a GPU the sampling runs there and only ids come back).
+    fn forward_sample(&mut self, batch: &StepBatch, rows: &[RowSampling]) -> Result<Vec<u32>>;
 }
 
 /// Where the model runs, as given on the command line.
@@ -302,6 +307,21 @@ impl<B: Backend> ForwardStep for LlamaModel<B> {
                 self.backend.replay_argmax()
             }
             StepMode::Replay => self.backend.replay_argmax(),
+        }
+    }
+
+    fn forward_sample(&mut self, batch: &StepBatch, rows: &[RowSampling]) -> Result<Vec<u32>> {
+        match self.backend.begin_step(batch)? {
+            StepMode::Eager => {
+                let logits = self.compute()?;
+                self.backend.sample_rows(&logits, rows)
+            }
+            StepMode::Capture => {
+                let logits = self.compute()?;
+                self.backend.end_capture(logits)?;
+                self.backend.replay_sample(rows)
+            }
+            StepMode::Replay => self.backend.replay_sample(rows),
         }
     }
 }

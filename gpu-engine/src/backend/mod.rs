@@ -12,6 +12,7 @@ pub mod cuda;
 
 use crate::Result;
 use crate::checkpoint::HostTensor;
+use crate::sampling::RowSampling;
 
 /// The shapes a backend needs to size its buffers and run the ops.
 #[derive(Debug, Clone)]
@@ -233,4 +234,31 @@ pub trait Backend: Send {
             .map(|row| crate::sampling::argmax(row))
             .collect())
     }
+
+    /// Samples one token per row of `logits` under `rows` (one entry per row, see
+    /// [`crate::sampling`]). A device backend samples in place, so only the ids come
+    /// back to the host; this default copies the logits and samples on the host.
+    fn sample_rows(&mut self, logits: &Self::Tensor, rows: &[RowSampling]) -> Result<Vec<u32>> {
+        sample_on_host(&self.to_host(logits)?, rows)
+    }
+
+    /// As [`Backend::replay`], but samples each row under `rows`.
+    fn replay_sample(&mut self, rows: &[RowSampling]) -> Result<Vec<u32>> {
+        sample_on_host(&self.replay()?, rows)
+    }
+}
+
+fn sample_on_host(logits: &[Vec<f32>], rows: &[RowSampling]) -> Result<Vec<u32>> {
+    if logits.len() != rows.len() {
+        return Err(crate::Error::InvalidSettings(format!(
+            "{} rows of logits for {} sampling rows",
+            logits.len(),
+            rows.len()
+        )));
+    }
+    Ok(logits
+        .iter()
+        .zip(rows)
+        .map(|(l, r)| crate::sampling::sample_row(l, r))
+        .collect())
 }

@@ -25,6 +25,8 @@ pub struct EngineSettings {
     pub block_size: usize,
     pub max_batch_tokens: usize,
     pub max_running_seqs: usize,
+    /// Reuse the KV of cached prompt prefixes (on unless turned off for a comparison).
+    pub prefix_caching: bool,
 }
 
 impl EngineSettings {
@@ -148,6 +150,7 @@ impl EngineHandle {
             SchedulerConfig {
                 max_batch_tokens: settings.max_batch_tokens,
                 max_running_seqs: settings.max_running_seqs,
+                prefix_caching: settings.prefix_caching,
             },
             pool,
         );

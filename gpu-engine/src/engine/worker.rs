@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{Command, EngineStats, FinishReason, GenerateEvent, Usage};
 use crate::model::ForwardStep;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{RowSampling, Sampler, SamplingParams};
 use crate::scheduler::{CacheCounters, Scheduler, SeqId, Sequence, Step};
 use crate::text::{OutputText, TextCodec};
 
@@ -112,47 +112,42 @@ impl Worker {
         if step.seqs.is_empty() {
             return;
         }
-        // A step whose every sampling sequence is greedy takes its tokens from the
-        // model directly (on a GPU only the ids leave the device).
-        let all_greedy = step.seqs.iter().filter(|s| s.samples).all(|s| {
-            self.active
-                .get(&s.id)
-                .is_none_or(|a| a.params.temperature <= 0.0 || a.params.top_k == 1)
-        });
-        let mut sampled = Vec::new();
-        if all_greedy {
-            let ids = match self.model.forward_greedy(&step.batch) {
-                Ok(ids) => ids,
-                Err(err) => {
-                    tracing::error!(error = %err, "forward step failed");
-                    self.fail_step(&step, &err.to_string());
-                    return;
-                }
-            };
-            let sampling = step.seqs.iter().filter(|s| s.samples);
-            for (scheduled, id) in sampling.zip(ids) {
-                if self.active.contains_key(&scheduled.id) {
-                    sampled.push((scheduled.id, id));
-                }
-            }
+        // One sampling row per sequence that samples; each request's seeded stream
+        // gives its row a key (see `sampling`). A step whose every row is greedy takes
+        // the argmax path; otherwise the backend samples (on a GPU, in place), and in
+        // both cases only token ids come back.
+        let sampling: Vec<SeqId> = step
+            .seqs
+            .iter()
+            .filter(|s| s.samples)
+            .map(|s| s.id)
+            .collect();
+        let rows: Vec<RowSampling> = sampling
+            .iter()
+            .map(|id| {
+                self.active
+                    .get_mut(id)
+                    .map_or(RowSampling::GREEDY, |a| a.sampler.next_row(&a.params))
+            })
+            .collect();
+        let result = if rows.iter().all(RowSampling::is_greedy) {
+            self.model.forward_greedy(&step.batch)
         } else {
-            let logits = match self.model.forward(&step.batch) {
-                Ok(logits) => logits,
-                Err(err) => {
-                    tracing::error!(error = %err, "forward step failed");
-                    self.fail_step(&step, &err.to_string());
-                    return;
-                }
-            };
-            let mut rows = logits.iter();
-            for scheduled in step.seqs.iter().filter(|s| s.samples) {
-                let (Some(row), Some(active)) = (rows.next(), self.active.get_mut(&scheduled.id))
-                else {
-                    continue;
-                };
-                sampled.push((scheduled.id, active.sampler.sample(row, &active.params)));
+            self.model.forward_sample(&step.batch, &rows)
+        };
+        let ids = match result {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::error!(error = %err, "forward step failed");
+                self.fail_step(&step, &err.to_string());
+                return;
             }
-        }
+        };
+        let sampled: Vec<(SeqId, u32)> = sampling
+            .into_iter()
+            .zip(ids)
+            .filter(|(id, _)| self.active.contains_key(id))
+            .collect();
         self.scheduler.complete(&step, &sampled);
         for (id, token) in sampled {
             self.after_token(id, token);

@@ -23,6 +23,9 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Most sequences running at once.
     pub max_running_seqs: usize,
+    /// Reuse the KV of cached prompt prefixes. Off, every prompt is computed in full and
+    /// no block is registered (for measuring what the cache saves).
+    pub prefix_caching: bool,
 }
 
 /// One scheduled sequence: it computes `n_new` tokens from its current position.
@@ -195,8 +198,11 @@ impl Scheduler {
         // Blocks that running prefills will compute: a newcomer that needs one of them
         // next waits for it to be cached rather than computing it a second time.
         let mut pending: HashSet<BlockHash> = HashSet::new();
-        for seq in &self.running {
-            pending.extend(seq.pending_block_hashes(self.pool.block_size()));
+        let caching = self.config.prefix_caching;
+        if caching {
+            for seq in &self.running {
+                pending.extend(seq.pending_block_hashes(self.pool.block_size()));
+            }
         }
         let mut index = 0;
         while *budget > 0 && index < self.waiting.len() {
@@ -206,7 +212,11 @@ impl Scheduler {
             let block_size = self.pool.block_size();
             let seq = &mut self.waiting[index];
             seq.update_hashes(block_size);
-            let mut matched = self.pool.lookup(&seq.salt, &seq.tokens, &seq.hashes);
+            let mut matched = if caching {
+                self.pool.lookup(&seq.salt, &seq.tokens, &seq.hashes)
+            } else {
+                Vec::new()
+            };
             if matched.len() * block_size == seq.tokens.len() {
                 // The whole sequence is cached, but the last token must run to give logits:
                 // recompute the last block rather than write into a shared one.
@@ -240,7 +250,9 @@ impl Scheduler {
             seq.blocks = matched;
             seq.blocks.extend(fresh);
             seq.n_computed = n_cached;
-            pending.extend(seq.pending_block_hashes(block_size));
+            if caching {
+                pending.extend(seq.pending_block_hashes(block_size));
+            }
             self.running.push(seq);
             planned.push((self.running.len() - 1, n_new));
             *budget -= n_new;
@@ -281,7 +293,8 @@ impl Scheduler {
             seq.n_computed += scheduled.n_new;
             seq.update_hashes(block_size);
             let n_full = (seq.n_computed / block_size).min(seq.hashes.len());
-            while seq.n_registered < n_full && !seq.cache_chain_broken {
+            while self.config.prefix_caching && seq.n_registered < n_full && !seq.cache_chain_broken
+            {
                 let b = seq.n_registered;
                 let parent = b.checked_sub(1).map(|p| seq.blocks[p]);
                 let tokens = &seq.tokens[b * block_size..(b + 1) * block_size];

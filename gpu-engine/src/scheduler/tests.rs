@@ -76,6 +76,7 @@ impl Harness {
         let config = SchedulerConfig {
             max_batch_tokens: budget,
             max_running_seqs: 16,
+            prefix_caching: true,
         };
         Self {
             sched: Scheduler::new(config, pool),
@@ -180,6 +181,22 @@ fn prefix_hit_skips_cached_blocks_and_gives_same_output() {
     h.run_to_end();
     assert_eq!(h.done[&3].n_cached_prompt, 0);
     assert_eq!(h.done[&3].output(), solo(&second, 3));
+}
+
+#[test]
+fn without_prefix_caching_every_prompt_is_computed_in_full() {
+    let mut h = Harness::new(64, 4, 64);
+    h.sched.config.prefix_caching = false;
+    let prompt: Vec<u32> = (0..40).map(|i| i % 7).collect();
+    h.add(1, 0, prompt.clone(), 3);
+    h.run_to_end();
+    h.add(2, 0, prompt.clone(), 3);
+    h.step();
+    assert_eq!(h.steps.last().unwrap().seqs[0].n_new, 40);
+    h.run_to_end();
+    assert_eq!(h.done[&2].n_cached_prompt, 0);
+    assert_eq!(h.done[&2].output(), solo(&prompt, 3));
+    assert_eq!(h.sched.pool().n_cached(), 0, "nothing was registered");
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub fn settings(kv_blocks: usize) -> EngineSettings {
         block_size: 16,
         max_batch_tokens: 256,
         max_running_seqs: 32,
+        prefix_caching: true,
     }
 }
 

@@ -182,7 +182,7 @@ extern "C" __global__ void rope_store_kv(bf16* __restrict__ q, bf16* __restrict_
 #define ATTN_KEYS 8
 
 // Causal attention of one query token and head over its sequence's paged KV, with an
-// online softmax. Grid (n_tokens, n_heads), ATTN_WARPS warps: each warp takes every
+// online softmax. Grid (tokens, n_heads), block x taking token token_order[x], ATTN_WARPS warps: each warp takes every
 // ATTN_WARPS-th group of ATTN_KEYS keys, loads the group's keys and values together
 // (so their loads are in flight at once), reduces the group's scores with interleaved
 // shuffles and updates its softmax state once per group; the warps' partial results
@@ -194,11 +194,12 @@ __device__ void attention(const bf16* __restrict__ q, const bf16* __restrict__ k
                           const bf16* __restrict__ v_cache, bf16* __restrict__ out,
                           const u32* __restrict__ positions, const u32* __restrict__ token_seq,
                           const u32* __restrict__ seq_table_offset,
-                          const u32* __restrict__ block_tables, int n_heads, int n_kv_heads,
+                          const u32* __restrict__ block_tables,
+                          const u32* __restrict__ token_order, int n_heads, int n_kv_heads,
                           int head_dim, int block_size, float scale) {
     __shared__ float warp_m[ATTN_WARPS], warp_l[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][32 * PER_LANE];
-    int t = blockIdx.x, h = blockIdx.y;
+    int t = (int)token_order[blockIdx.x], h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int kv_head = h / (n_heads / n_kv_heads);
     int n_keys = (int)positions[t] + 1;
@@ -297,16 +298,298 @@ __device__ void attention(const bf16* __restrict__ q, const bf16* __restrict__ k
         NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache,   \
                                     bf16* out, const u32* positions, const u32* token_seq,     \
                                     const u32* seq_table_offset, const u32* block_tables,      \
-                                    int n_heads, int n_kv_heads, int head_dim, int block_size, \
-                                    float scale) {                                             \
+                                    const u32* token_order, int n_heads, int n_kv_heads,       \
+                                    int head_dim, int block_size, float scale) {               \
         attention<PER_LANE>(q, k_cache, v_cache, out, positions, token_seq, seq_table_offset,  \
-                            block_tables, n_heads, n_kv_heads, head_dim, block_size, scale);   \
+                            block_tables, token_order, n_heads, n_kv_heads, head_dim,          \
+                            block_size, scale);                                                \
     }
 
 // One entry per head size class, so the per-lane arrays stay in registers.
 ATTENTION_ENTRY(paged_attention_64, 2)
 ATTENTION_ENTRY(paged_attention_128, 4)
 ATTENTION_ENTRY(paged_attention_256, 8)
+
+#define GQA_WARPS 8
+
+// As `attention`, but one block per (token, kv head) computes all G = n_heads /
+// n_kv_heads query heads that share it (G <= GMAX): each key and value is loaded once
+// for the group instead of once per query head, which divides the KV traffic of a
+// decode step by G (4 on Llama-3 shapes). GQA_WARPS warps split the keys.
+template <int PER_LANE, int GMAX>
+__device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
+                              const bf16* __restrict__ v_cache, bf16* __restrict__ out,
+                              const u32* __restrict__ positions,
+                              const u32* __restrict__ token_seq,
+                              const u32* __restrict__ seq_table_offset,
+                              const u32* __restrict__ block_tables,
+                              const u32* __restrict__ token_order, int n_heads, int n_kv_heads,
+                              int head_dim, int block_size, float scale) {
+    __shared__ float warp_m[GQA_WARPS][GMAX], warp_l[GQA_WARPS][GMAX];
+    __shared__ float warp_acc[GQA_WARPS][GMAX][32 * PER_LANE];
+    int t = (int)token_order[blockIdx.x], kv_head = blockIdx.y;
+    int G = n_heads / n_kv_heads;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int n_keys = (int)positions[t] + 1;
+    const u32* table = block_tables + seq_table_offset[token_seq[t]];
+    int kv_width = n_kv_heads * head_dim;
+
+    float qv[GMAX][PER_LANE], acc[GMAX][PER_LANE], m[GMAX], l[GMAX];
+#pragma unroll
+    for (int g = 0; g < GMAX; g++) {
+        const bf16* q_head = q + ((size_t)t * n_heads + kv_head * G + (g < G ? g : 0)) * head_dim;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) {
+            int d = lane + 32 * i;
+            qv[g][i] = (g < G && d < head_dim) ? bf2f(q_head[d]) * scale : 0.0f;
+            acc[g][i] = 0.0f;
+        }
+        m[g] = NEG_INF;
+        l[g] = 0.0f;
+    }
+    for (int first = warp * ATTN_KEYS; first < n_keys; first += GQA_WARPS * ATTN_KEYS) {
+        float kk[ATTN_KEYS][PER_LANE], vv[ATTN_KEYS][PER_LANE];
+#pragma unroll
+        for (int j = 0; j < ATTN_KEYS; j++) {
+            int key = first + j;
+            bool live = key < n_keys;
+            size_t slot = live ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
+            const bf16* k_at = k_cache + slot * kv_width + kv_head * head_dim;
+            const bf16* v_at = v_cache + slot * kv_width + kv_head * head_dim;
+#pragma unroll
+            for (int i = 0; i < PER_LANE; i++) {
+                int d = lane + 32 * i;
+                bool ok = live && d < head_dim;
+                kk[j][i] = ok ? bf2f(k_at[d]) : 0.0f;
+                vv[j][i] = ok ? bf2f(v_at[d]) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < GMAX; g++) {
+            if (g >= G) break;
+            float sc[ATTN_KEYS];
+#pragma unroll
+            for (int j = 0; j < ATTN_KEYS; j++) {
+                sc[j] = 0.0f;
+#pragma unroll
+                for (int i = 0; i < PER_LANE; i++) sc[j] += qv[g][i] * kk[j][i];
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+                for (int j = 0; j < ATTN_KEYS; j++) sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], o);
+            }
+            float group_max = NEG_INF;
+#pragma unroll
+            for (int j = 0; j < ATTN_KEYS; j++) {
+                if (first + j < n_keys) group_max = fmaxf(group_max, sc[j]);
+            }
+            float m_new = fmaxf(m[g], group_max);
+            float correction = expf(m[g] - m_new);
+            l[g] *= correction;
+#pragma unroll
+            for (int i = 0; i < PER_LANE; i++) acc[g][i] *= correction;
+#pragma unroll
+            for (int j = 0; j < ATTN_KEYS; j++) {
+                float p = first + j < n_keys ? expf(sc[j] - m_new) : 0.0f;
+                l[g] += p;
+#pragma unroll
+                for (int i = 0; i < PER_LANE; i++) acc[g][i] += p * vv[j][i];
+            }
+            m[g] = m_new;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < GMAX; g++) {
+        if (lane == 0) {
+            warp_m[warp][g] = m[g];
+            warp_l[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) warp_acc[warp][g][lane + 32 * i] = acc[g][i];
+    }
+    __syncthreads();
+    // Warp g merges the warps' partial results of query head g.
+    for (int g = warp; g < G; g += GQA_WARPS) {
+        float m_all = NEG_INF;
+        for (int w = 0; w < GQA_WARPS; w++) m_all = fmaxf(m_all, warp_m[w][g]);
+        float l_all = 0.0f;
+        float weight[GQA_WARPS];
+        for (int w = 0; w < GQA_WARPS; w++) {
+            // A warp that saw no key has l = 0 and contributes nothing.
+            weight[w] = warp_l[w][g] > 0.0f ? expf(warp_m[w][g] - m_all) : 0.0f;
+            l_all += warp_l[w][g] * weight[w];
+        }
+        bf16* out_head = out + ((size_t)t * n_heads + kv_head * G + g) * head_dim;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i++) {
+            int d = lane + 32 * i;
+            if (d < head_dim) {
+                float o = 0.0f;
+                for (int w = 0; w < GQA_WARPS; w++) o += warp_acc[w][g][d] * weight[w];
+                out_head[d] = f2bf(o / l_all);
+            }
+        }
+    }
+}
+
+#define GQA_ENTRY(NAME, PER_LANE, GMAX)                                                        \
+    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32)                               \
+        NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache, bf16* out,               \
+             const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
+             const u32* block_tables, const u32* token_order, int n_heads, int n_kv_heads,     \
+             int head_dim, int block_size, float scale) {                                      \
+        attention_gqa<PER_LANE, GMAX>(q, k_cache, v_cache, out, positions, token_seq,          \
+                                      seq_table_offset, block_tables, token_order, n_heads,    \
+                                      n_kv_heads, head_dim, block_size, scale);                \
+    }
+
+GQA_ENTRY(gqa_attention_64_4, 2, 4)
+GQA_ENTRY(gqa_attention_64_8, 2, 8)
+GQA_ENTRY(gqa_attention_128_4, 4, 4)
+GQA_ENTRY(gqa_attention_128_8, 4, 8)
+
+#define PF_ROWS 16
+#define PF_KEYS 64
+#define PF_THREADS 128
+
+// Attention for steps with prefill chunks: one block per (query tile, head), a tile
+// being up to PF_ROWS consecutive query tokens of one sequence (the host's tile list).
+// The block walks its sequence's keys PF_KEYS at a time: the keys and values are
+// loaded once into shared memory for all the tile's rows (the per-token kernel above
+// reads them again for every token), scores and the online softmax are per row, and
+// causality is a per-row limit (a token at position p sees keys 0..=p). Thread
+// (r, s) = (tid / 8, tid % 8) owns row r, score columns s, s + 8, ... of a key tile and
+// the 32-bit words (pairs of dimensions) s, s + 8, ... of the output. Shared rows are
+// padded by one word so that the 8 threads of a row hit 8 different banks.
+template <int D>
+__device__ void prefill_attention(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
+                                  const bf16* __restrict__ v_cache, bf16* __restrict__ out,
+                                  const u32* __restrict__ positions,
+                                  const u32* __restrict__ token_seq,
+                                  const u32* __restrict__ seq_table_offset,
+                                  const u32* __restrict__ block_tables,
+                                  const u32* __restrict__ tiles, int n_heads, int n_kv_heads,
+                                  int block_size, float scale) {
+    constexpr int KS = D / 2 + 1;   // u32 words per shared key / value row
+    constexpr int QS = D + 2;       // floats per shared query row
+    constexpr int WORDS = D / 16;   // output words per thread
+    __shared__ u32 ks[PF_KEYS * KS];
+    __shared__ u32 vs[PF_KEYS * KS];
+    __shared__ float qs[PF_ROWS * QS];
+    __shared__ float ps[PF_ROWS * (PF_KEYS + 1)];
+    int tile = blockIdx.x, h = blockIdx.y;
+    int first = (int)tiles[2 * tile], n_rows = (int)tiles[2 * tile + 1];
+    const u32* table = block_tables + seq_table_offset[token_seq[first]];
+    int kv_head = h / (n_heads / n_kv_heads);
+    int kv_width = n_kv_heads * D;
+    int tid = threadIdx.x, r = tid >> 3, s = tid & 7;
+    for (int i = tid; i < PF_ROWS * D; i += PF_THREADS) {
+        int row = i / D, d = i % D;
+        qs[row * QS + d] =
+            row < n_rows ? bf2f(q[((size_t)(first + row) * n_heads + h) * D + d]) * scale : 0.0f;
+    }
+    int my_last = r < n_rows ? (int)positions[first + r] : -1;
+    int n_keys = (int)positions[first + n_rows - 1] + 1;
+    float m = NEG_INF, l = 0.0f;
+    float acc[2 * WORDS];
+#pragma unroll
+    for (int j = 0; j < 2 * WORDS; j++) acc[j] = 0.0f;
+    for (int k0 = 0; k0 < n_keys; k0 += PF_KEYS) {
+        __syncthreads();  // the last tile's keys, values and probabilities are used up
+        for (int i = tid; i < PF_KEYS * (D / 8); i += PF_THREADS) {
+            int row = i / (D / 8), chunk = i % (D / 8);
+            int key = k0 + row;
+            uint4 kk = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (key < n_keys) {
+                size_t slot = (size_t)table[key / block_size] * block_size + key % block_size;
+                size_t at = slot * kv_width + kv_head * D + chunk * 8;
+                kk = *(const uint4*)(k_cache + at);
+                vv = *(const uint4*)(v_cache + at);
+            }
+            u32* kd = ks + row * KS + chunk * 4;
+            u32* vd = vs + row * KS + chunk * 4;
+            kd[0] = kk.x; kd[1] = kk.y; kd[2] = kk.z; kd[3] = kk.w;
+            vd[0] = vv.x; vd[1] = vv.y; vd[2] = vv.z; vd[3] = vv.w;
+        }
+        __syncthreads();
+        float sc[PF_KEYS / 8];
+#pragma unroll
+        for (int j = 0; j < PF_KEYS / 8; j++) sc[j] = 0.0f;
+        const float* qr = qs + r * QS;
+#pragma unroll 4
+        for (int w = 0; w < D / 2; w++) {
+            float q0 = qr[2 * w], q1 = qr[2 * w + 1];
+#pragma unroll
+            for (int j = 0; j < PF_KEYS / 8; j++) {
+                u32 kw = ks[(s + 8 * j) * KS + w];
+                sc[j] += q0 * __uint_as_float(kw << 16) + q1 * __uint_as_float(kw & 0xffff0000u);
+            }
+        }
+        float tmax = NEG_INF;
+#pragma unroll
+        for (int j = 0; j < PF_KEYS / 8; j++) {
+            if (k0 + s + 8 * j > my_last) sc[j] = NEG_INF;
+            tmax = fmaxf(tmax, sc[j]);
+        }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
+        float m_new = fmaxf(m, tmax);
+        // A row that has seen no key yet (or a padding row) keeps m = -inf and p = 0.
+        float corr = m_new == NEG_INF ? 1.0f : expf(m - m_new);
+        float psum = 0.0f;
+        float* pr = ps + r * (PF_KEYS + 1);
+#pragma unroll
+        for (int j = 0; j < PF_KEYS / 8; j++) {
+            float p = sc[j] == NEG_INF ? 0.0f : expf(sc[j] - m_new);
+            pr[s + 8 * j] = p;
+            psum += p;
+        }
+        psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+        psum += __shfl_xor_sync(0xffffffffu, psum, 2);
+        psum += __shfl_xor_sync(0xffffffffu, psum, 4);
+        l = l * corr + psum;
+        m = m_new;
+#pragma unroll
+        for (int j = 0; j < 2 * WORDS; j++) acc[j] *= corr;
+        __syncwarp();  // a row's probabilities come from the 8 lanes of the same warp
+        int n_here = min(PF_KEYS, n_keys - k0);
+        for (int c = 0; c < n_here; c++) {
+            float p = pr[c];
+            const u32* vr = vs + c * KS + s;
+#pragma unroll
+            for (int j = 0; j < WORDS; j++) {
+                u32 vw = vr[8 * j];
+                acc[2 * j] += p * __uint_as_float(vw << 16);
+                acc[2 * j + 1] += p * __uint_as_float(vw & 0xffff0000u);
+            }
+        }
+    }
+    if (r < n_rows) {
+        bf16* o = out + ((size_t)(first + r) * n_heads + h) * D;
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+        for (int j = 0; j < WORDS; j++) {
+            int w = s + 8 * j;
+            o[2 * w] = f2bf(acc[2 * j] * inv);
+            o[2 * w + 1] = f2bf(acc[2 * j + 1] * inv);
+        }
+    }
+}
+
+#define PREFILL_ENTRY(NAME, D)                                                                 \
+    extern "C" __global__ void __launch_bounds__(PF_THREADS)                                   \
+        NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache, bf16* out,               \
+             const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
+             const u32* block_tables, const u32* tiles, int n_heads, int n_kv_heads,           \
+             int block_size, float scale) {                                                    \
+        prefill_attention<D>(q, k_cache, v_cache, out, positions, token_seq, seq_table_offset, \
+                             block_tables, tiles, n_heads, n_kv_heads, block_size, scale);     \
+    }
+
+PREFILL_ENTRY(prefill_attention_64, 64)
+PREFILL_ENTRY(prefill_attention_128, 128)
 
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8
@@ -495,14 +778,12 @@ extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
     }
 }
 
-// ids[r] = the index of the largest logit of row r (f32), the first one on ties as
-// numpy's argmax; NaN never wins. One block per row: greedy sampling on the GPU, so only
-// token ids cross to the host.
-extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ ids,
-                                       int cols) {
+// The index of the largest of `cols` f32 values at `row`, the first one on ties as
+// numpy's argmax; NaN never wins (a row of NaNs or -inf gives 0). Every thread of the
+// block must call it; thread 0 gets the answer.
+__device__ u32 block_argmax(const float* __restrict__ row, int cols) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
-    const float* row = logits + (size_t)blockIdx.x * cols;
     float v = NEG_INF;
     int idx = 0x7fffffff;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -540,7 +821,180 @@ extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __
                 idx = oi;
             }
         }
-        // A row of NaNs (or -inf) keeps index 0, as the host's argmax does.
-        if (lane == 0) ids[blockIdx.x] = idx == 0x7fffffff ? 0u : (u32)idx;
+    }
+    __syncthreads();
+    return idx == 0x7fffffff ? 0u : (u32)idx;
+}
+
+// ids[r] = the index of the largest logit of row r (f32). One block per row: greedy
+// sampling on the GPU, so only token ids cross to the host.
+extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ ids,
+                                       int cols) {
+    u32 idx = block_argmax(logits + (size_t)blockIdx.x * cols, cols);
+    if (threadIdx.x == 0) ids[blockIdx.x] = idx;
+}
+
+typedef unsigned long long u64;
+
+// Sampling on the GPU; the algorithm, and the host reference every step here mirrors,
+// is in sampling.rs (sample_row): top-k and top-p become thresholds on an order-
+// preserving u32 key of the logit, found by radix select (four passes of a 256-bin
+// histogram each); top-p sums weights in 32.32 fixed point, so the sum and the
+// threshold do not depend on the order of the atomic additions; the draw is Gumbel-max
+// with a uniform hashed from the row's key and the token's index.
+
+__device__ __forceinline__ u32 order_key(float x) {
+    u32 b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return 0u;  // NaN orders lowest
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__device__ __forceinline__ float uniform01(u64 key, u32 index) {
+    u64 z = key ^ ((u64)index + 1ull) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((float)(u32)(z >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+__device__ __forceinline__ u64 fixed_weight(float x, float max, float inv_t) {
+    return (u64)(expf((x - max) * inv_t) * 4294967296.0f);
+}
+
+#define SAMPLE_THREADS 1024
+
+// The largest key t with (count of keys >= t, among keys >= floor) >= need (by count,
+// `by_mass` = 0) or (fixed-point weight of those keys) >= need (`by_mass` = 1).
+__device__ u32 radix_select(const float* __restrict__ row, int cols, u32 floor, u64 need,
+                            int by_mass, float max, float inv_t) {
+    __shared__ u64 hist[256];
+    __shared__ u32 chosen;
+    __shared__ u64 still_needed;
+    u32 prefix = 0, mask = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float x = row[c];
+            u32 k = order_key(x);
+            if (k >= floor && (k & mask) == prefix) {
+                u64 add = by_mass ? fixed_weight(x, max, inv_t) : 1ull;
+                atomicAdd(&hist[(k >> shift) & 255u], add);
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            u64 cum = 0;
+            u32 digit = 0;
+            for (int d = 255; d >= 0; d--) {
+                if (cum + hist[d] >= need) {
+                    digit = (u32)d;
+                    break;
+                }
+                cum += hist[d];
+            }
+            chosen = digit;
+            still_needed = need - cum;
+        }
+        __syncthreads();
+        prefix |= chosen << shift;
+        mask |= 255u << shift;
+        need = still_needed;
+        __syncthreads();
+    }
+    return prefix;
+}
+
+// ids[r] = a token drawn from row r of the logits under params[5 r .. 5 r + 5]
+// (temperature bits, top_k, top_p bits, key low, key high: RowSampling::pack). One
+// block of SAMPLE_THREADS per row.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+    sample_rows(const float* __restrict__ logits, const u32* __restrict__ params,
+                u32* __restrict__ ids, int cols) {
+    __shared__ u64 sum_scratch[32];
+    __shared__ float best_s[32];
+    __shared__ int best_i[32];
+    const float* row = logits + (size_t)blockIdx.x * cols;
+    const u32* p = params + 5 * blockIdx.x;
+    float temperature = __uint_as_float(p[0]);
+    u32 top_k = p[1];
+    float top_p = __uint_as_float(p[2]);
+    u64 key = (u64)p[3] | ((u64)p[4] << 32);
+    u32 greedy = block_argmax(row, cols);
+    if (!(temperature > 0.0f) || top_k == 1u) {
+        if (threadIdx.x == 0) ids[blockIdx.x] = greedy;
+        return;
+    }
+    // The argmax's value is the largest logit (the kernel has returned on NaN-only rows
+    // before this matters: their argmax is 0 and the draw below still picks a token).
+    __shared__ u32 greedy_shared;
+    if (threadIdx.x == 0) greedy_shared = greedy;
+    __syncthreads();
+    float max = row[greedy_shared];
+    float inv_t = 1.0f / temperature;
+    u32 threshold = 0;
+    if (top_k > 0u && top_k < (u32)cols) {
+        threshold = radix_select(row, cols, 0u, (u64)top_k, 0, max, inv_t);
+    }
+    if (top_p < 1.0f) {
+        u64 part = 0;
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            float x = row[c];
+            if (order_key(x) >= threshold) part += fixed_weight(x, max, inv_t);
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+        if (lane == 0) sum_scratch[warp] = part;
+        __syncthreads();
+        u64 total = 0;
+        for (int w = 0; w < (int)((blockDim.x + 31) >> 5); w++) total += sum_scratch[w];
+        __syncthreads();
+        u64 target = (u64)ceil((double)top_p * (double)total);
+        if (target < 1ull) target = 1ull;
+        u32 tp = radix_select(row, cols, threshold, target, 1, max, inv_t);
+        threshold = tp > threshold ? tp : threshold;
+    }
+    float best = NEG_INF;
+    int idx = 0x7fffffff;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float x = row[c];
+        if (order_key(x) < threshold) continue;
+        float g = -logf(-logf(uniform01(key, (u32)c)));
+        float s = (x - max) * inv_t + g;
+        if (s > best || idx == 0x7fffffff) {
+            best = s;
+            idx = c;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float os = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (oi != 0x7fffffff && (idx == 0x7fffffff || os > best || (os == best && oi < idx))) {
+            best = os;
+            idx = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        best_s[warp] = best;
+        best_i[warp] = idx;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        int n_warps = (blockDim.x + 31) >> 5;
+        best = lane < n_warps ? best_s[lane] : NEG_INF;
+        idx = lane < n_warps ? best_i[lane] : 0x7fffffff;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float os = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+            if (oi != 0x7fffffff && (idx == 0x7fffffff || os > best || (os == best && oi < idx))) {
+                best = os;
+                idx = oi;
+            }
+        }
+        if (lane == 0) ids[blockIdx.x] = idx == 0x7fffffff ? greedy : (u32)idx;
     }
 }

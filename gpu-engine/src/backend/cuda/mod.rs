@@ -30,6 +30,9 @@ use crate::{Error, Result};
 
 pub use self::open::check_available;
 
+/// See `CudaBackend::gqa_min_blocks`: about one block per multiprocessor of an H100.
+const GQA_MIN_BLOCKS: usize = 128;
+
 /// Widest row the norm kernel holds in registers (NORM_THREADS × NORM_PER_THREAD).
 const MAX_NORM_COLS: usize = 12 * 1024;
 
@@ -42,10 +45,16 @@ struct Kernels {
     rope_store_kv: CudaFunction,
     /// Attention for head sizes up to 64, 128 and 256.
     paged_attention: [CudaFunction; 3],
+    /// Per-token attention with a block per kv head (all its query heads at once), for
+    /// head sizes up to 64 and 128 and groups of up to 4 and 8 query heads.
+    gqa_attention: [[CudaFunction; 2]; 2],
+    /// Tiled attention of steps with prefill chunks, for head sizes 64 and 128.
+    prefill_attention: [CudaFunction; 2],
     gemv_small_m: CudaFunction,
     gemv_multi: CudaFunction,
     gemv_gate_up_silu: CudaFunction,
     argmax_rows: CudaFunction,
+    sample_rows: CudaFunction,
 }
 
 /// The step's packed layout, staged in pinned memory and mirrored on the device.
@@ -77,8 +86,14 @@ pub struct CudaBackend {
     logits_host: PinnedHostSlice<f32>,
     /// Greedy token ids on their way to the host.
     ids_host: PinnedHostSlice<u32>,
+    /// The sampling parameters of a step's rows (`RowSampling::pack`), staged and on the device.
+    sampling: SamplingBuffers,
     /// Replay decode steps from CUDA graphs.
     use_graphs: bool,
+    /// Fewest blocks (tokens × kv heads) for which attention runs one block per kv
+    /// head rather than per query head ($CACHET_ENGINE_GQA_MIN_BLOCKS, default
+    /// [`GQA_MIN_BLOCKS`]; the parity checks set 0 to test the grouped kernel).
+    gqa_min_blocks: usize,
     graphs: Graphs,
     /// The bucket being captured, between begin_step and end_capture.
     capturing: Option<usize>,
@@ -169,10 +184,19 @@ impl CudaBackend {
                 load("paged_attention_128")?,
                 load("paged_attention_256")?,
             ],
+            gqa_attention: [
+                [load("gqa_attention_64_4")?, load("gqa_attention_64_8")?],
+                [load("gqa_attention_128_4")?, load("gqa_attention_128_8")?],
+            ],
+            prefill_attention: [
+                load("prefill_attention_64")?,
+                load("prefill_attention_128")?,
+            ],
             gemv_small_m: load("gemv_small_m")?,
             gemv_multi: load("gemv_multi")?,
             gemv_gate_up_silu: load("gemv_gate_up_silu")?,
             argmax_rows: load("argmax_rows")?,
+            sample_rows: load("sample_rows")?,
         };
         let gemm = Gemm::new(&stream)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.
@@ -197,6 +221,7 @@ impl CudaBackend {
         let step = StepBuffers::new(&stream, 1024)?;
         let logits_host = pinned::<f32>(&ctx, dims.vocab_size)?;
         let ids_host = pinned::<u32>(&ctx, graph::BUCKETS[graph::BUCKETS.len() - 1])?;
+        let sampling = SamplingBuffers::new(&stream, graph::BUCKETS[graph::BUCKETS.len() - 1])?;
         tracing::info!(
             device = ordinal,
             arch,
@@ -218,7 +243,12 @@ impl CudaBackend {
             packed: Vec::new(),
             logits_host,
             ids_host,
+            sampling,
             use_graphs,
+            gqa_min_blocks: std::env::var("CACHET_ENGINE_GQA_MIN_BLOCKS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(GQA_MIN_BLOCKS),
             graphs: Graphs::default(),
             capturing: None,
             bucket: None,
@@ -385,6 +415,34 @@ fn pinned<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), 0) }.map_err(cuda_err(format!(
         "allocating {len} elements of pinned memory"
     )))
+}
+
+/// Room for the sampling parameters of `rows` rows, in pinned memory and on the device.
+struct SamplingBuffers {
+    rows: usize,
+    host: PinnedHostSlice<u32>,
+    // Owns the memory that the kernel reaches through `device_ptr`.
+    _device: CudaSlice<u32>,
+    device_ptr: u64,
+    packed: Vec<u32>,
+}
+
+impl SamplingBuffers {
+    fn new(stream: &Arc<CudaStream>, rows: usize) -> Result<Self> {
+        let len = rows * crate::sampling::PACKED_ROW_LEN;
+        let host = pinned::<u32>(stream.context(), len)?;
+        // SAFETY: only the rows written by each step's copy are ever read.
+        let device = unsafe { stream.alloc::<u32>(len) }
+            .map_err(cuda_err("allocating the sampling parameters"))?;
+        let device_ptr = memory::raw_ptr(&device, stream);
+        Ok(Self {
+            rows,
+            host,
+            _device: device,
+            device_ptr,
+            packed: Vec::with_capacity(len),
+        })
+    }
 }
 
 impl StepBuffers {

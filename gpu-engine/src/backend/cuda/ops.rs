@@ -6,6 +6,7 @@ use super::memory::{CudaTensor, CudaWeight, Dtype, raw_ptr, to_bf16_bits};
 use super::{CudaBackend, cuda_err, grid, per_row};
 use crate::backend::{Backend, StepBatch, StepMode};
 use crate::checkpoint::HostTensor;
+use crate::sampling::RowSampling;
 use crate::{Error, Result};
 
 /// Threads of the per-row kernels (norms, gathers, RoPE).
@@ -17,6 +18,10 @@ const GEMV_MAX_ROWS: usize = 4;
 const GEMV_WARPS: usize = 8;
 /// Threads of the attention kernel: its ATTN_WARPS warps.
 const ATTENTION_THREADS: u32 = 16 * 32;
+/// Threads of the grouped-heads attention kernel: its GQA_WARPS warps.
+const GQA_THREADS: u32 = 8 * 32;
+/// Threads of the tiled prefill attention kernel (its PF_THREADS).
+const PREFILL_THREADS: u32 = 128;
 /// Threads of the norm kernel (its NORM_THREADS): a decode step's single row is one block.
 const NORM_THREADS: u32 = 1024;
 /// Most bytes of x that `gemv_small_m` stages in shared memory (the default limit).
@@ -143,6 +148,24 @@ impl Backend for CudaBackend {
             logits.rows
         };
         self.greedy_ids(logits.ptr(), rows, logits.cols)
+    }
+
+    fn sample_rows(&mut self, logits: &CudaTensor, rows: &[RowSampling]) -> Result<Vec<u32>> {
+        if logits.dtype != Dtype::F32 {
+            return Err(Error::InvalidSettings(
+                "sample_rows takes f32 logits".into(),
+            ));
+        }
+        let n = if self.bucket.is_some() {
+            self.n_real_rows.min(logits.rows)
+        } else {
+            logits.rows
+        };
+        self.sampled_ids(logits.ptr(), n, logits.cols, rows)
+    }
+
+    fn replay_sample(&mut self, rows: &[RowSampling]) -> Result<Vec<u32>> {
+        self.replay_graph_sample(rows)
     }
 
     fn embed(&mut self, table: &CudaWeight) -> Result<CudaTensor> {
@@ -387,11 +410,76 @@ impl Backend for CudaBackend {
             self.kv.block_size as i32,
         );
         let scale = 1.0 / (d.head_dim as f32).sqrt();
-        let kernel = match d.head_dim {
-            0..=64 => &self.kernels.paged_attention[0],
-            65..=128 => &self.kernels.paged_attention[1],
-            _ => &self.kernels.paged_attention[2],
+        let tiled = match d.head_dim {
+            64 if o.has_prefill => Some(&self.kernels.prefill_attention[0]),
+            128 if o.has_prefill => Some(&self.kernels.prefill_attention[1]),
+            _ => None,
         };
+        // Prefill chunks go to the tiled kernel; decode tokens (all tokens, without it)
+        // to the per-token kernel, whose warps split each token's keys among them.
+        let per_token = if tiled.is_some() {
+            o.n_decode_tokens
+        } else {
+            o.n_tokens
+        };
+        if let Some(kernel) = tiled {
+            let tiles = self.step_ptr(o.tiles);
+            let mut launch = self.stream.launch_builder(kernel);
+            launch
+                .arg(&args.0)
+                .arg(&k_cache)
+                .arg(&v_cache)
+                .arg(&args.1)
+                .arg(&args.2)
+                .arg(&args.3)
+                .arg(&args.4)
+                .arg(&args.5)
+                .arg(&tiles)
+                .arg(&n_heads)
+                .arg(&n_kv_heads)
+                .arg(&block_size)
+                .arg(&scale);
+            let config = LaunchConfig {
+                grid_dim: (o.n_tiles as u32, d.n_heads as u32, 1),
+                block_dim: (PREFILL_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as below; every tile lies inside one sequence's query tokens
+            // (built in pack), and head_dim matches the kernel's.
+            unsafe { launch.launch(config) }.map_err(cuda_err("launching prefill_attention"))?;
+        }
+        if per_token == 0 {
+            return Ok(out);
+        }
+        // Grouped heads share each key and value load; the per-head kernel takes
+        // head sizes over 128 and groups over 8.
+        let group = d.n_heads / d.n_kv_heads;
+        let size_class = match d.head_dim {
+            0..=64 => 0,
+            65..=128 => 1,
+            _ => 2,
+        };
+        // With few tokens, one block per query head spreads the keys over more of the
+        // GPU (batch-1 decode has n_heads blocks instead of n_kv_heads): the grouped
+        // kernel is used once it still has enough blocks to fill the GPU.
+        let enough_blocks = per_token * d.n_kv_heads >= self.gqa_min_blocks;
+        let gqa = (size_class < 2 && group <= 8 && enough_blocks).then(|| {
+            let by_group = &self.kernels.gqa_attention[size_class];
+            if group <= 4 {
+                &by_group[0]
+            } else {
+                &by_group[1]
+            }
+        });
+        let (kernel, heads_per_block, threads) = match gqa {
+            Some(kernel) => (kernel, group, GQA_THREADS),
+            None => (
+                &self.kernels.paged_attention[size_class],
+                1,
+                ATTENTION_THREADS,
+            ),
+        };
+        let token_order = self.step_ptr(o.token_order);
         let mut launch = self.stream.launch_builder(kernel);
         launch
             .arg(&args.0)
@@ -402,18 +490,20 @@ impl Backend for CudaBackend {
             .arg(&args.3)
             .arg(&args.4)
             .arg(&args.5)
+            .arg(&token_order)
             .arg(&n_heads)
             .arg(&n_kv_heads)
             .arg(&head_dim)
             .arg(&block_size)
             .arg(&scale);
         let config = LaunchConfig {
-            grid_dim: (o.n_tokens as u32, d.n_heads as u32, 1),
-            block_dim: (ATTENTION_THREADS, 1, 1),
+            grid_dim: (per_token as u32, (d.n_heads / heads_per_block) as u32, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: every position is below its sequence's context, which its block table
-        // covers, and every block id is inside the pool (checked in begin_step).
+        // covers, and every block id is inside the pool (checked in begin_step); the
+        // token order lists token indices of this step.
         unsafe { launch.launch(config) }.map_err(cuda_err("launching paged_attention"))?;
         Ok(out)
     }

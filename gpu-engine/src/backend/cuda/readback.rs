@@ -3,7 +3,8 @@
 use cudarc::driver::PushKernelArg;
 
 use super::memory::Dtype;
-use super::{CudaBackend, cuda_err, per_row, pinned};
+use super::{CudaBackend, SamplingBuffers, cuda_err, per_row, pinned};
+use crate::sampling::RowSampling;
 use crate::{Error, Result};
 
 impl CudaBackend {
@@ -38,6 +39,96 @@ impl CudaBackend {
         self.greedy_ids(ptr, self.n_real_rows, vocab)
     }
 
+    /// Samples rows of host logits (`rows × cols`) on the GPU, outside any step: the
+    /// check of the sampling kernel against the host reference (`cachet-engine sample-check`).
+    pub fn sample_host_logits(
+        &mut self,
+        logits: &[f32],
+        cols: usize,
+        params: &[RowSampling],
+    ) -> Result<Vec<u32>> {
+        let rows = params.len();
+        if logits.len() != rows * cols {
+            return Err(Error::InvalidSettings(format!(
+                "{} logits are not {rows} rows of {cols}",
+                logits.len()
+            )));
+        }
+        if rows > self.capacity_rows {
+            self.capacity_rows = rows.next_power_of_two();
+            self.pool.next_generation();
+            self.graphs.clear();
+        }
+        let device = self
+            .stream
+            .clone_htod(logits)
+            .map_err(cuda_err("uploading logits"))?;
+        let ptr = super::memory::raw_ptr(&device, &self.stream);
+        let ids = self.sampled_ids(ptr, rows, cols, params);
+        drop(device);
+        ids
+    }
+
+    /// Runs the graph of the current step and samples each real row under `params`.
+    pub(super) fn replay_graph_sample(&mut self, params: &[RowSampling]) -> Result<Vec<u32>> {
+        let (ptr, vocab) = self.launch_step_graph()?;
+        self.sampled_ids(ptr, self.n_real_rows, vocab, params)
+    }
+
+    /// A token drawn from each of `rows` rows of f32 logits at `ptr` under `params` (one
+    /// per row), sampled on the GPU; only the ids are copied to the host.
+    pub(super) fn sampled_ids(
+        &mut self,
+        ptr: u64,
+        rows: usize,
+        cols: usize,
+        params: &[RowSampling],
+    ) -> Result<Vec<u32>> {
+        if params.len() != rows {
+            return Err(Error::InvalidSettings(format!(
+                "{rows} rows of logits for {} sampling rows",
+                params.len()
+            )));
+        }
+        if params.iter().all(RowSampling::is_greedy) {
+            return self.greedy_ids(ptr, rows, cols);
+        }
+        if rows > self.sampling.rows {
+            self.sync()?;
+            self.sampling = SamplingBuffers::new(&self.stream, rows.next_power_of_two())?;
+        }
+        let buffers = &mut self.sampling;
+        buffers.packed.clear();
+        for row in params {
+            row.pack(&mut buffers.packed);
+        }
+        let len = buffers.packed.len();
+        let host = buffers
+            .host
+            .as_mut_slice()
+            .map_err(cuda_err("waiting for the sampling buffer"))?;
+        host[..len].copy_from_slice(&buffers.packed);
+        // SAFETY: the pinned source holds `len` values and the device buffer as many;
+        // the source is not rewritten before the stream is synchronised below.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                buffers.device_ptr,
+                &host[..len],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(cuda_err("uploading the sampling parameters"))?;
+        let ids = self.tensor(rows, 1, Dtype::F32)?;
+        let (ids_ptr, cols_i, params_ptr) = (ids.ptr(), cols as i32, self.sampling.device_ptr);
+        let mut launch = self.stream.launch_builder(&self.kernels.sample_rows);
+        launch.arg(&ptr).arg(&params_ptr).arg(&ids_ptr).arg(&cols_i);
+        // SAFETY: `ptr` holds rows × cols f32 logits, the parameters `rows` packed rows
+        // and `ids` at least `rows` u32 slots.
+        unsafe { launch.launch(per_row(rows, 1024, 0)) }
+            .map_err(cuda_err("launching sample_rows"))?;
+        self.ids_to_host(ids_ptr, rows)
+    }
+
     /// The argmax of each of `rows` rows of f32 logits at `ptr`, computed on the GPU;
     /// only the ids are copied to the host.
     pub(super) fn greedy_ids(&mut self, ptr: u64, rows: usize, cols: usize) -> Result<Vec<u32>> {
@@ -52,6 +143,11 @@ impl CudaBackend {
         // SAFETY: `ptr` holds rows × cols f32 logits and `ids` at least `rows` u32 slots.
         unsafe { launch.launch(per_row(rows, 1024, 0)) }
             .map_err(cuda_err("launching argmax_rows"))?;
+        self.ids_to_host(ids_ptr, rows)
+    }
+
+    /// Copies `rows` token ids at `ids_ptr` to the host and waits for the step.
+    fn ids_to_host(&mut self, ids_ptr: u64, rows: usize) -> Result<Vec<u32>> {
         if rows > self.ids_host.len() {
             self.sync()?;
             self.ids_host = pinned::<u32>(self.stream.context(), rows)?;

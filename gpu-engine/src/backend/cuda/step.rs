@@ -5,6 +5,9 @@
 //! graph) serve any step of the same shape.
 
 use crate::backend::{KvLayout, StepBatch};
+
+/// Query rows per tile of the prefill attention kernel (its PF_ROWS).
+pub const TILE_ROWS: usize = 16;
 use crate::{Error, Result};
 
 /// Offsets (in `u32`s) of each part of the packed step.
@@ -20,6 +23,18 @@ pub struct StepOffsets {
     /// The rows whose logits are wanted (each sequence's last query token).
     pub logit_rows: usize,
     pub block_tables: usize,
+    /// Query tiles of the prefill attention kernel: (first token, rows) pairs, at most
+    /// [`TILE_ROWS`] consecutive tokens of one sequence each, for the sequences with
+    /// more than one query token.
+    pub tiles: usize,
+    pub n_tiles: usize,
+    /// Every token index, those of one-token (decode) sequences first: the per-token
+    /// attention kernel takes the first `n_decode_tokens` when the prefill tiles go to
+    /// the tiled kernel, and all of them otherwise.
+    pub token_order: usize,
+    pub n_decode_tokens: usize,
+    /// Whether some sequence has more than one query token (a prefill chunk).
+    pub has_prefill: bool,
     pub n_tokens: usize,
     pub n_logit_rows: usize,
     pub len: usize,
@@ -105,10 +120,32 @@ pub fn pack(
         out.push((seq.query_start + seq.query_len - 1) as u32);
     }
     offsets.n_logit_rows = out.len() - offsets.logit_rows;
+    // Everything a captured decode graph reads lies before the block tables, whose
+    // length changes from step to step: its offsets depend only on the bucket size.
+    offsets.token_order = out.len();
+    for pass_decodes in [true, false] {
+        for seq in batch
+            .seqs
+            .iter()
+            .filter(|s| (s.query_len == 1) == pass_decodes)
+        {
+            out.extend((seq.query_start..seq.query_start + seq.query_len).map(|t| t as u32));
+        }
+    }
+    offsets.n_decode_tokens = batch.seqs.iter().filter(|s| s.query_len == 1).count();
     offsets.block_tables = out.len();
     for seq in &batch.seqs {
         out.extend_from_slice(&seq.block_table);
     }
+    offsets.tiles = out.len();
+    for seq in batch.seqs.iter().filter(|s| s.query_len > 1) {
+        for start in (0..seq.query_len).step_by(TILE_ROWS) {
+            let rows = (seq.query_len - start).min(TILE_ROWS);
+            out.extend_from_slice(&[(seq.query_start + start) as u32, rows as u32]);
+        }
+    }
+    offsets.n_tiles = (out.len() - offsets.tiles) / 2;
+    offsets.has_prefill = batch.seqs.iter().any(|s| s.query_len > 1);
     offsets.len = out.len();
     Ok(offsets)
 }
@@ -142,7 +179,65 @@ mod tests {
         assert_eq!(part(o.seq_table_offset, 2), vec![0, 2]);
         assert_eq!(part(o.logit_rows, o.n_logit_rows), vec![2, 3]);
         assert_eq!(part(o.block_tables, 3), vec![2, 5, 7]);
+        assert_eq!(part(o.tiles, 2 * o.n_tiles), vec![0, 3]);
+        assert!(o.has_prefill);
+        assert_eq!(part(o.token_order, 4), vec![3, 0, 1, 2]);
+        assert_eq!(o.n_decode_tokens, 1);
         assert_eq!(o.len, out.len());
+    }
+
+    #[test]
+    fn decode_layout_offsets_do_not_move_with_block_tables() {
+        // A graph captured for one decode step is replayed for later ones, whose block
+        // tables are longer: every part it reads must stay where it was.
+        let kv = KvLayout {
+            n_blocks: 16,
+            block_size: 4,
+        };
+        let decode = |table_len: u32| {
+            let mut batch = StepBatch::default();
+            for s in 0..3 {
+                let table = (s * 5..s * 5 + table_len).collect();
+                batch.push_seq(&[1], table_len as usize * 4 - 1, table, 4, true);
+            }
+            let mut out = Vec::new();
+            let o = pack(&batch, kv, 100, &mut out).unwrap();
+            (o, out[o.token_order..o.token_order + 3].to_vec())
+        };
+        let ((a, order_a), (b, order_b)) = (decode(1), decode(4));
+        assert_eq!(order_a, vec![0, 1, 2]);
+        assert_eq!(order_a, order_b);
+        let fixed = |o: StepOffsets| {
+            [
+                o.token_ids,
+                o.positions,
+                o.slot_mapping,
+                o.token_seq,
+                o.seq_table_offset,
+                o.logit_rows,
+                o.token_order,
+                o.block_tables,
+            ]
+        };
+        assert_eq!(fixed(a), fixed(b));
+    }
+
+    #[test]
+    fn long_chunks_split_into_tiles() {
+        let mut batch = StepBatch::default();
+        batch.push_seq(&[1; 40], 0, vec![0, 1, 2], 16, true);
+        batch.push_seq(&[2], 7, vec![3], 16, true);
+        let mut out = Vec::new();
+        let kv = KvLayout {
+            n_blocks: 4,
+            block_size: 16,
+        };
+        let o = pack(&batch, kv, 100, &mut out).unwrap();
+        let tiles = out[o.tiles..o.tiles + 2 * o.n_tiles].to_vec();
+        assert_eq!(tiles, vec![0, 16, 16, 16, 32, 8]);
+        let mut decode = StepBatch::default();
+        decode.push_seq(&[2], 7, vec![3], 16, true);
+        assert!(!pack(&decode, kv, 100, &mut out).unwrap().has_prefill);
     }
 
     #[test]
