@@ -13,7 +13,8 @@ Sections (--sections, comma-separated, in this order):
              transformers `generate` with a static KV cache, batched at the same
              concurrency, same card, same checkpoint.
   prefix     64 groups x 16 requests sharing a 2,048-token system prompt, 128-token
-             questions, 256 new tokens, shuffled: prefix cache on vs off.
+             questions, 256 new tokens, shuffled, sent by 256 and by 64 clients:
+             prefix cache on vs off.
 
 Writes load.json (every figure) under --out.
 """
@@ -274,26 +275,29 @@ def section_prefix(args, results):
         folder, model = engine_cuda.make_checkpoint(name, shape, args.work)
         del model
         torch.cuda.empty_cache()
-    entry = {}
-    for caching in (True, False):
-        cmd = [args.bin, "prefix-bench", "--model", folder, "--device", "cuda:0",
-               "--kv-blocks", "24000", "--block-size", "16",
-               "--max-batch-tokens", str(args.max_batch_tokens), "--max-running-seqs", "256",
-               "--groups", "64", "--per-group", "16", "--system-tokens", "2048",
-               "--question-tokens", "128", "--new-tokens", "256",
-               "--concurrency", str(args.prefix_concurrency)]
-        if not caching:
-            cmd.append("--no-prefix-caching")
-        lines = run_json_lines(cmd, os.path.join(args.out, f"prefix-{name}.txt"))
-        entry["on" if caching else "off"] = lines[-1]
-    on, off = entry["on"], entry["off"]
-    entry["median_ttft_ratio_off_over_on"] = off["ttft_ms_p50"] / on["ttft_ms_p50"]
-    entry["throughput_ratio_on_over_off"] = on["output_tokens_per_s"] / off["output_tokens_per_s"]
-    log(f"prefix: median TTFT {off['ttft_ms_p50']:.0f} -> {on['ttft_ms_p50']:.0f} ms "
-        f"({entry['median_ttft_ratio_off_over_on']:.1f}x), throughput "
-        f"{off['output_tokens_per_s']:.0f} -> {on['output_tokens_per_s']:.0f} tok/s "
-        f"({entry['throughput_ratio_on_over_off']:.2f}x)")
-    results["prefix"] = {name: entry}
+    entries = {}
+    for clients in args.prefix_concurrency.split(","):
+        entry = entries[f"clients_{clients}"] = {}
+        for caching in (True, False):
+            cmd = [args.bin, "prefix-bench", "--model", folder, "--device", "cuda:0",
+                   "--kv-blocks", "24000", "--block-size", "16",
+                   "--max-batch-tokens", str(args.max_batch_tokens),
+                   "--max-running-seqs", "256", "--groups", "64", "--per-group", "16",
+                   "--system-tokens", "2048", "--question-tokens", "128",
+                   "--new-tokens", "256", "--concurrency", clients]
+            if not caching:
+                cmd.append("--no-prefix-caching")
+            lines = run_json_lines(cmd, os.path.join(args.out, f"prefix-{name}.txt"))
+            entry["on" if caching else "off"] = lines[-1]
+        on, off = entry["on"], entry["off"]
+        entry["median_ttft_ratio_off_over_on"] = off["ttft_ms_p50"] / on["ttft_ms_p50"]
+        entry["throughput_ratio_on_over_off"] = (on["output_tokens_per_s"]
+                                                 / off["output_tokens_per_s"])
+        log(f"prefix, {clients} clients: median TTFT {off['ttft_ms_p50']:.0f} -> "
+            f"{on['ttft_ms_p50']:.0f} ms ({entry['median_ttft_ratio_off_over_on']:.1f}x), "
+            f"throughput {off['output_tokens_per_s']:.0f} -> "
+            f"{on['output_tokens_per_s']:.0f} tok/s ({entry['throughput_ratio_on_over_off']:.2f}x)")
+    results["prefix"] = {name: entries}
 
 
 def main():
@@ -311,7 +315,8 @@ def main():
     parser.add_argument("--max-batch-tokens", type=int, default=2048)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--prefix-shape", default="llama-3.2-1b")
-    parser.add_argument("--prefix-concurrency", type=int, default=64)
+    parser.add_argument("--prefix-concurrency", default="256,64",
+                        help="comma-separated numbers of clients")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.work, exist_ok=True)
