@@ -261,6 +261,12 @@ def run_shape(name, args, rng):
         del os.environ["CACHET_ENGINE_GQA_MIN_BLOCKS"]
     entry["vs_transformers_grouped_attention"] = compare(model, model32, prompts, grouped)
     if name in ("small", "llama-3.2-1b"):
+        # The decode steps above have 3 rows; batch-1 decode (one row, the shape of the
+        # MBU bench, where a kernel may take a path of its own) is checked on its own.
+        single = probe(args.bin, folder, "cuda:0", prompts[1:2], new_tokens, 64,
+                       os.path.join(args.work, name + "-batch1"))
+        entry["vs_transformers_batch1"] = compare(model, model32, prompts[1:2], single)
+    if name in ("small", "llama-3.2-1b"):
         # Greedy sampling on the GPU (argmax on the device, only ids copied back) must pick
         # the same tokens as the argmax of the logits the GPU returns.
         on_device = probe(args.bin, folder, "cuda:0", prompts, new_tokens, 64,
