@@ -279,50 +279,46 @@ impl<B: Backend> LlamaModel<B> {
     }
 }
 
-impl<B: Backend> ForwardStep for LlamaModel<B> {
-    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+impl<B: Backend> LlamaModel<B> {
+    /// Runs one step in the mode the backend chose for it: eagerly, `read` takes the logits
+    /// computed now; when the step is captured into a graph or replayed from one, `replay`
+    /// reads the graph's output.
+    fn step<T>(
+        &mut self,
+        batch: &StepBatch,
+        read: impl FnOnce(&mut B, &B::Tensor) -> Result<T>,
+        replay: impl FnOnce(&mut B) -> Result<T>,
+    ) -> Result<T> {
         match self.backend.begin_step(batch)? {
             StepMode::Eager => {
                 let logits = self.compute()?;
-                self.backend.to_host(&logits)
+                read(&mut self.backend, &logits)
             }
             StepMode::Capture => {
                 let logits = self.compute()?;
                 self.backend.end_capture(logits)?;
-                self.backend.replay()
+                replay(&mut self.backend)
             }
-            StepMode::Replay => self.backend.replay(),
+            StepMode::Replay => replay(&mut self.backend),
         }
+    }
+}
+
+impl<B: Backend> ForwardStep for LlamaModel<B> {
+    fn forward(&mut self, batch: &StepBatch) -> Result<Vec<Vec<f32>>> {
+        self.step(batch, |b, logits| b.to_host(logits), B::replay)
     }
 
     fn forward_greedy(&mut self, batch: &StepBatch) -> Result<Vec<u32>> {
-        match self.backend.begin_step(batch)? {
-            StepMode::Eager => {
-                let logits = self.compute()?;
-                self.backend.argmax_rows(&logits)
-            }
-            StepMode::Capture => {
-                let logits = self.compute()?;
-                self.backend.end_capture(logits)?;
-                self.backend.replay_argmax()
-            }
-            StepMode::Replay => self.backend.replay_argmax(),
-        }
+        self.step(batch, |b, logits| b.argmax_rows(logits), B::replay_argmax)
     }
 
     fn forward_sample(&mut self, batch: &StepBatch, rows: &[RowSampling]) -> Result<Vec<u32>> {
-        match self.backend.begin_step(batch)? {
-            StepMode::Eager => {
-                let logits = self.compute()?;
-                self.backend.sample_rows(&logits, rows)
-            }
-            StepMode::Capture => {
-                let logits = self.compute()?;
-                self.backend.end_capture(logits)?;
-                self.backend.replay_sample(rows)
-            }
-            StepMode::Replay => self.backend.replay_sample(rows),
-        }
+        self.step(
+            batch,
+            |b, logits| b.sample_rows(logits, rows),
+            |b| b.replay_sample(rows),
+        )
     }
 }
 

@@ -12,6 +12,22 @@ fn engine() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cachet-engine"))
 }
 
+/// `cachet-engine serve` on `device` with the tiny model in `dir`, run to its exit.
+fn serve_on(device: &str, dir: &std::path::Path) -> std::process::Output {
+    engine()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--device",
+            device,
+            "--model",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn driver_present() -> bool {
     // SAFETY: only probes whether libcuda can be loaded.
     unsafe { cudarc::driver::sys::is_culib_present() }
@@ -24,18 +40,7 @@ fn serve_on_cuda_without_a_driver_fails_at_start_with_the_reason() {
     }
     let dir = tempfile::tempdir().unwrap();
     common::tiny::write_qwen2(dir.path(), 3);
-    let output = engine()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--device",
-            "cuda:0",
-            "--model",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = serve_on("cuda:0", dir.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "it must not start: {stderr}");
     assert!(
@@ -53,18 +58,7 @@ fn unknown_devices_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny::write_qwen2(dir.path(), 3);
     for device in ["gpu", "cuda:", "cuda:x", "cuda:-1"] {
-        let output = engine()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--device",
-                device,
-                "--model",
-            ])
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let output = serve_on(device, dir.path());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{device}: {stderr}");
         assert!(
