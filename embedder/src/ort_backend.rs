@@ -206,8 +206,12 @@ impl EmbedBackend for OrtBackend {
         } else {
             vec![(0..texts.len()).collect()]
         };
-        let groups = split_by_token_budget(groups, &lengths, self.max_padded_tokens_per_run);
-        let groups = split_rows(groups, self.rows_per_run);
+        let groups = split_runs(
+            groups,
+            &lengths,
+            self.max_padded_tokens_per_run,
+            self.rows_per_run,
+        );
         let mut vectors = vec![Vec::new(); texts.len()];
         for group in groups {
             let members: Vec<_> = group.iter().map(|&index| &encodings[index]).collect();
@@ -256,11 +260,13 @@ fn length_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Splits groups so that no run pads more than `budget` tokens in all (at least one row each).
-fn split_by_token_budget(
+/// Splits groups into model runs of at most `max_rows` texts that pad no more than `budget`
+/// tokens in all (at least one row each).
+fn split_runs(
     groups: Vec<Vec<usize>>,
     lengths: &[usize],
     budget: usize,
+    max_rows: usize,
 ) -> Vec<Vec<usize>> {
     let mut runs = Vec::with_capacity(groups.len());
     for group in groups {
@@ -268,7 +274,8 @@ fn split_by_token_budget(
         let mut longest = 0;
         for index in group {
             let candidate_longest = longest.max(lengths[index]);
-            if !run.is_empty() && (run.len() + 1) * candidate_longest > budget {
+            let full = run.len() >= max_rows || (run.len() + 1) * candidate_longest > budget;
+            if !run.is_empty() && full {
                 runs.push(std::mem::take(&mut run));
                 longest = 0;
             }
@@ -280,20 +287,6 @@ fn split_by_token_budget(
         }
     }
     runs
-}
-
-/// Splits runs into runs of at most `rows` texts (at least one).
-fn split_rows(groups: Vec<Vec<usize>>, rows: usize) -> Vec<Vec<usize>> {
-    let rows = rows.max(1);
-    groups
-        .into_iter()
-        .flat_map(|group| {
-            group
-                .chunks(rows)
-                .map(<[usize]>::to_vec)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Finds the hidden-state output and its width, and whether the model takes `token_type_ids`.
@@ -336,7 +329,7 @@ fn inspect_model(session: &Session, path: &std::path::Path) -> Result<(String, u
 
 #[cfg(test)]
 mod tests {
-    use super::{length_groups, split_by_token_budget, split_rows};
+    use super::{length_groups, split_runs};
 
     fn check(lengths: &[usize], expected: &[&[usize]]) {
         let groups = length_groups(lengths);
@@ -357,29 +350,28 @@ mod tests {
     fn runs_stay_within_the_token_budget() {
         let lengths = [10, 10, 10, 10, 10, 300];
         let groups = vec![vec![0, 1, 2, 3, 4], vec![5]];
-        let runs = split_by_token_budget(groups, &lengths, 30);
+        let runs = split_runs(groups, &lengths, 30, usize::MAX);
         // Three rows of 10 fill the budget; a 300-token text alone exceeds it but still runs.
         assert_eq!(runs, vec![vec![0, 1, 2], vec![3, 4], vec![5]]);
         // The longest row sets the padded width of a whole run.
-        let runs = split_by_token_budget(vec![vec![0, 5, 1]], &lengths, 400);
+        let runs = split_runs(vec![vec![0, 5, 1]], &lengths, 400, usize::MAX);
         assert_eq!(runs, vec![vec![0], vec![5], vec![1]]);
-        let runs = split_by_token_budget(vec![vec![0, 1, 5]], &lengths, 1000);
+        let runs = split_runs(vec![vec![0, 1, 5]], &lengths, 1000, usize::MAX);
         assert_eq!(runs, vec![vec![0, 1, 5]]);
     }
 
     #[test]
     fn runs_hold_at_most_rows_per_run_texts() {
         let groups = vec![vec![4, 2, 0], vec![1], vec![3, 5]];
+        let lengths = [10; 6];
+        let split = |rows| split_runs(groups.clone(), &lengths, usize::MAX, rows);
         assert_eq!(
-            split_rows(groups.clone(), 1),
+            split(1),
             vec![vec![4], vec![2], vec![0], vec![1], vec![3], vec![5]]
         );
-        assert_eq!(
-            split_rows(groups.clone(), 2),
-            vec![vec![4, 2], vec![0], vec![1], vec![3, 5]]
-        );
-        assert_eq!(split_rows(groups.clone(), usize::MAX), groups);
-        assert_eq!(split_rows(groups.clone(), 0), split_rows(groups, 1));
+        assert_eq!(split(2), vec![vec![4, 2], vec![0], vec![1], vec![3, 5]]);
+        assert_eq!(split(usize::MAX), groups);
+        assert_eq!(split(0), split(1));
     }
 
     #[test]
