@@ -28,10 +28,11 @@ pub struct BenchArgs {
     ttft_cached_tokens: usize,
 }
 
-struct Outcome {
-    first_token: Duration,
-    total: Duration,
-    usage: Usage,
+/// What one request measured: its first token and its end, from when it was sent.
+pub(crate) struct Outcome {
+    pub first_token: Duration,
+    pub total: Duration,
+    pub usage: Usage,
 }
 
 async fn run_one(
@@ -45,14 +46,24 @@ async fn run_one(
         ignore_eos: true,
         ..SamplingParams::default()
     };
-    let started = Instant::now();
-    let mut events = engine
-        .generate(GenerateRequest {
+    timed(
+        engine,
+        GenerateRequest {
             prompt_ids: prompt,
             params,
             salt,
-        })
-        .await?;
+        },
+    )
+    .await
+}
+
+/// Sends one request through the engine and times its first token and its end.
+pub(crate) async fn timed(
+    engine: &EngineHandle,
+    request: GenerateRequest,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let mut events = engine.generate(request).await?;
     let mut first_token = None;
     while let Some(event) = events.recv().await {
         let elapsed = started.elapsed();

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use cachet_engine::engine::{EngineHandle, GenerateEvent, GenerateRequest};
+use cachet_engine::engine::{EngineHandle, GenerateRequest};
 use cachet_engine::kv::TenantSalt;
 use cachet_engine::sampling::SamplingParams;
 
@@ -90,33 +90,18 @@ async fn run_request(
     prompt: Vec<u32>,
     params: SamplingParams,
 ) -> anyhow::Result<Record> {
-    let started = Instant::now();
-    let mut events = engine
-        .generate(GenerateRequest {
-            prompt_ids: prompt,
-            params,
-            salt: TenantSalt::derive(b"bench"),
-        })
-        .await?;
-    let mut first = None;
-    while let Some(event) = events.recv().await {
-        let now = started.elapsed();
-        match event {
-            GenerateEvent::Text { .. } => {
-                first.get_or_insert(now);
-            }
-            GenerateEvent::Finished { usage, .. } => {
-                return Ok(Record {
-                    ttft: first.unwrap_or(now),
-                    total: now,
-                    completion_tokens: usage.completion_tokens,
-                    cached_tokens: usage.cached_tokens,
-                });
-            }
-            GenerateEvent::Failed(message) => anyhow::bail!("generation failed: {message}"),
-        }
-    }
-    anyhow::bail!("the engine stopped")
+    let request = GenerateRequest {
+        prompt_ids: prompt,
+        params,
+        salt: TenantSalt::derive(b"bench"),
+    };
+    let outcome = crate::bench::timed(engine, request).await?;
+    Ok(Record {
+        ttft: outcome.first_token,
+        total: outcome.total,
+        completion_tokens: outcome.usage.completion_tokens,
+        cached_tokens: outcome.usage.cached_tokens,
+    })
 }
 
 /// Runs `prompts` through `concurrency` clients; returns the records and the wall time.
