@@ -210,3 +210,27 @@ class MiniLMGraphTest(unittest.TestCase):
         # The padded row's real tokens equal the same sentence run alone.
         alone = self.run_model(fused_model, {k: v[:1, :5] for k, v in feeds.items()})
         np.testing.assert_allclose(fused[0, :5], alone[0], rtol=1e-4, atol=1e-4)
+
+    def test_quantized_graph_has_unsigned_per_channel_weights(self):
+        # Signed weights (u8 x s8) saturate 16-bit pair sums in ONNX Runtime's kernels for x86
+        # CPUs without VNNI; the shipped model must take u8 x u8 products, a zero point per channel.
+        import onnx
+
+        import minilm_to_onnx
+        import minilm_quantize
+
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "q8.onnx")
+            onnx.save(minilm_to_onnx.build_fused_graph(self.weights(), self.CFG), src)
+            minilm_quantize.quantize(src, dst)
+            model = onnx.load(dst)
+        inits = {i.name: i for i in model.graph.initializer}
+        self.assertNotIn(onnx.TensorProto.INT8, {i.data_type for i in inits.values()})
+        weights = [i for name, i in inits.items() if name.endswith("_quantized")]
+        # Per layer: the fused q/k/v weight of Attention and the three dense MatMuls.
+        self.assertEqual(len(weights), 4 * self.CFG["num_hidden_layers"])
+        for w in weights:
+            zero_point = inits[w.name.removesuffix("_quantized") + "_zero_point"]
+            self.assertEqual(w.data_type, onnx.TensorProto.UINT8, w.name)
+            self.assertEqual(zero_point.data_type, onnx.TensorProto.UINT8, w.name)
+            self.assertEqual(list(zero_point.dims), [w.dims[-1]], w.name)
