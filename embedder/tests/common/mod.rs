@@ -47,8 +47,9 @@ pub struct ReferenceItem {
     pub embedding: Vec<f32>,
 }
 
-/// The CPU config for the model the default config ships: all-MiniLM-L6-v2 with int8 weights
-/// and activations quantized at run time (built by `scripts/fetch-assets`).
+/// The CPU config for the model the default config ships: all-MiniLM-L6-v2 with unsigned 8-bit
+/// weights (per-channel zero points) and unsigned 8-bit activations quantized at run time (built
+/// by `scripts/fetch-assets`).
 pub fn shipped_config() -> EmbedderConfig {
     EmbedderConfig::new(
         asset("minilm-q8/model.onnx"),
