@@ -151,10 +151,6 @@ class WheelExtractTest(unittest.TestCase):
             self.assertIn("pkg/nope", str(e.exception))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class MiniLMGraphTest(unittest.TestCase):
     """The fused ONNX graph computes what the plain one does, on a small random BERT."""
 
@@ -234,3 +230,7 @@ class MiniLMGraphTest(unittest.TestCase):
             self.assertEqual(w.data_type, onnx.TensorProto.UINT8, w.name)
             self.assertEqual(zero_point.data_type, onnx.TensorProto.UINT8, w.name)
             self.assertEqual(list(zero_point.dims), [w.dims[-1]], w.name)
+
+
+if __name__ == "__main__":
+    unittest.main()
