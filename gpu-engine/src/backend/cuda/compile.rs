@@ -178,7 +178,8 @@ mod tests {
             "add_rms_norm",
             "rope_store_kv",
             "gemv_small_m",
-            "argmax_rows",
+            "argmax_parts",
+            "argmax_finish",
         ] {
             assert!(
                 KERNELS_SOURCE.contains(&format!(" {name}(")),

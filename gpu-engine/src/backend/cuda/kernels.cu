@@ -311,11 +311,20 @@ ATTENTION_ENTRY(paged_attention_128, 4)
 ATTENTION_ENTRY(paged_attention_256, 8)
 
 #define GQA_WARPS 8
+#define ATTN_MAX_SPLITS 16  // MAX_ATTENTION_SPLITS in mod.rs
 
 // As `attention`, but one block per (token, kv head) computes all G = n_heads /
 // n_kv_heads query heads that share it (G <= GMAX): each key and value is loaded once
 // for the group instead of once per query head, which divides the KV traffic of a
 // decode step by G (4 on Llama-3 shapes). GQA_WARPS warps split the keys.
+//
+// Split over the keys (flash-decoding): with gridDim.z = S > 1, block z takes the z-th
+// of S equal runs of the token's keys, so that a decode step of few sequences still
+// spreads over the GPU (batch 1 on a Llama-3 shape is only 8 (token, kv head) pairs).
+// Each block leaves its unnormalised result and its softmax max and sum in `part_acc`
+// and `part_ml`; the last of the S blocks to finish (counted in `done`, which it resets
+// to 0 for the next launch) merges them. With S = 1 the block writes `out` itself and
+// the three buffers are not touched.
 template <int PER_LANE, int GMAX>
 __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
                               const bf16* __restrict__ v_cache, bf16* __restrict__ out,
@@ -324,92 +333,135 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
                               const u32* __restrict__ seq_table_offset,
                               const u32* __restrict__ block_tables,
                               const u32* __restrict__ token_order, int n_heads, int n_kv_heads,
-                              int head_dim, int block_size, float scale) {
+                              int head_dim, int block_size, float scale,
+                              float* __restrict__ part_acc, float* __restrict__ part_ml,
+                              u32* __restrict__ done) {
     __shared__ float warp_m[GQA_WARPS][GMAX], warp_l[GQA_WARPS][GMAX];
     __shared__ float warp_acc[GQA_WARPS][GMAX][32 * PER_LANE];
+    __shared__ int last_block;
+    __shared__ float split_w[ATTN_MAX_SPLITS][GMAX];
     int t = (int)token_order[blockIdx.x], kv_head = blockIdx.y;
+    int n_splits = gridDim.z, split = blockIdx.z;
     int G = n_heads / n_kv_heads;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int n_keys = (int)positions[t] + 1;
+    int run = (n_keys + n_splits - 1) / n_splits;
+    int k0 = split * run, k1 = min(n_keys, k0 + run);
     const u32* table = block_tables + seq_table_offset[token_seq[t]];
     int kv_width = n_kv_heads * head_dim;
 
-    float qv[GMAX][PER_LANE], acc[GMAX][PER_LANE], m[GMAX], l[GMAX];
+    // Keys in 16-byte loads: LPK lanes hold one key's head (8 values each), so a warp
+    // load covers KPW keys; each lane group of LPK lanes keeps its own online softmax
+    // over its keys, and the groups of a warp are merged at the end.
+    constexpr int D = 32 * PER_LANE, LPK = D / 8, KPW = 32 / LPK;
+    constexpr int U = 4;  // warp loads in flight per iteration, per K and V
+    constexpr int ITER_KEYS = KPW * U;
+    int sub = lane % LPK, grp = lane / LPK;
+    float qv[GMAX][8], acc[GMAX][8], m[GMAX], l[GMAX];
 #pragma unroll
     for (int g = 0; g < GMAX; g++) {
-        const bf16* q_head = q + ((size_t)t * n_heads + kv_head * G + (g < G ? g : 0)) * head_dim;
+        const bf16* q_head = q + ((size_t)t * n_heads + kv_head * G + (g < G ? g : 0)) * D;
+        uint4 qw = g < G ? *(const uint4*)(q_head + sub * 8) : make_uint4(0, 0, 0, 0);
+        const u32 qp[4] = {qw.x, qw.y, qw.z, qw.w};
 #pragma unroll
-        for (int i = 0; i < PER_LANE; i++) {
-            int d = lane + 32 * i;
-            qv[g][i] = (g < G && d < head_dim) ? bf2f(q_head[d]) * scale : 0.0f;
-            acc[g][i] = 0.0f;
+        for (int e = 0; e < 4; e++) {
+            qv[g][2 * e] = __uint_as_float(qp[e] << 16) * scale;
+            qv[g][2 * e + 1] = __uint_as_float(qp[e] & 0xffff0000u) * scale;
+            acc[g][2 * e] = 0.0f;
+            acc[g][2 * e + 1] = 0.0f;
         }
         m[g] = NEG_INF;
         l[g] = 0.0f;
     }
-    for (int first = warp * ATTN_KEYS; first < n_keys; first += GQA_WARPS * ATTN_KEYS) {
-        float kk[ATTN_KEYS][PER_LANE], vv[ATTN_KEYS][PER_LANE];
+    for (int first = k0 + warp * ITER_KEYS; first < k1; first += GQA_WARPS * ITER_KEYS) {
+        uint4 kw[U], vw[U];
+        bool live[U];
 #pragma unroll
-        for (int j = 0; j < ATTN_KEYS; j++) {
-            int key = first + j;
-            bool live = key < n_keys;
-            size_t slot = live ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
-            const bf16* k_at = k_cache + slot * kv_width + kv_head * head_dim;
-            const bf16* v_at = v_cache + slot * kv_width + kv_head * head_dim;
+        for (int u = 0; u < U; u++) {
+            int key = first + u * KPW + grp;
+            live[u] = key < k1;
+            size_t slot = live[u] ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
+            size_t at = slot * kv_width + kv_head * D + sub * 8;
+            kw[u] = live[u] ? *(const uint4*)(k_cache + at) : make_uint4(0, 0, 0, 0);
+            vw[u] = live[u] ? *(const uint4*)(v_cache + at) : make_uint4(0, 0, 0, 0);
+        }
+        float vv[U][8];
 #pragma unroll
-            for (int i = 0; i < PER_LANE; i++) {
-                int d = lane + 32 * i;
-                bool ok = live && d < head_dim;
-                kk[j][i] = ok ? bf2f(k_at[d]) : 0.0f;
-                vv[j][i] = ok ? bf2f(v_at[d]) : 0.0f;
+        for (int u = 0; u < U; u++) {
+            const u32 vp[4] = {vw[u].x, vw[u].y, vw[u].z, vw[u].w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                vv[u][2 * e] = __uint_as_float(vp[e] << 16);
+                vv[u][2 * e + 1] = __uint_as_float(vp[e] & 0xffff0000u);
             }
         }
 #pragma unroll
         for (int g = 0; g < GMAX; g++) {
             if (g >= G) break;
-            float sc[ATTN_KEYS];
+            float sc[U];
 #pragma unroll
-            for (int j = 0; j < ATTN_KEYS; j++) {
-                sc[j] = 0.0f;
+            for (int u = 0; u < U; u++) {
+                const u32 kp[4] = {kw[u].x, kw[u].y, kw[u].z, kw[u].w};
+                float s = 0.0f;
 #pragma unroll
-                for (int i = 0; i < PER_LANE; i++) sc[j] += qv[g][i] * kk[j][i];
-            }
+                for (int e = 0; e < 4; e++) {
+                    s += qv[g][2 * e] * __uint_as_float(kp[e] << 16);
+                    s += qv[g][2 * e + 1] * __uint_as_float(kp[e] & 0xffff0000u);
+                }
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-                for (int j = 0; j < ATTN_KEYS; j++) sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], o);
+                for (int o = LPK / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                sc[u] = live[u] ? s : NEG_INF;
             }
             float group_max = NEG_INF;
 #pragma unroll
-            for (int j = 0; j < ATTN_KEYS; j++) {
-                if (first + j < n_keys) group_max = fmaxf(group_max, sc[j]);
-            }
+            for (int u = 0; u < U; u++) group_max = fmaxf(group_max, sc[u]);
+            if (group_max == NEG_INF) continue;  // no live key for this lane group
             float m_new = fmaxf(m[g], group_max);
             float correction = expf(m[g] - m_new);
             l[g] *= correction;
 #pragma unroll
-            for (int i = 0; i < PER_LANE; i++) acc[g][i] *= correction;
+            for (int i = 0; i < 8; i++) acc[g][i] *= correction;
 #pragma unroll
-            for (int j = 0; j < ATTN_KEYS; j++) {
-                float p = first + j < n_keys ? expf(sc[j] - m_new) : 0.0f;
+            for (int u = 0; u < U; u++) {
+                float p = live[u] ? expf(sc[u] - m_new) : 0.0f;
                 l[g] += p;
 #pragma unroll
-                for (int i = 0; i < PER_LANE; i++) acc[g][i] += p * vv[j][i];
+                for (int i = 0; i < 8; i++) acc[g][i] += p * vv[u][i];
             }
             m[g] = m_new;
         }
     }
+    // Merge the warp's lane groups (each saw other keys), then post the warp's result.
 #pragma unroll
     for (int g = 0; g < GMAX; g++) {
+#pragma unroll
+        for (int o = LPK; o < 32; o <<= 1) {
+            float m_o = __shfl_xor_sync(0xffffffffu, m[g], o);
+            float l_o = __shfl_xor_sync(0xffffffffu, l[g], o);
+            float m_new = fmaxf(m[g], m_o);
+            // A group that saw no key has l = 0 (and m = -inf) and adds nothing.
+            float a = l[g] > 0.0f ? expf(m[g] - m_new) : 0.0f;
+            float b = l_o > 0.0f ? expf(m_o - m_new) : 0.0f;
+            l[g] = l[g] * a + l_o * b;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float acc_o = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+                acc[g][i] = acc[g][i] * a + acc_o * b;
+            }
+            m[g] = m_new;
+        }
         if (lane == 0) {
             warp_m[warp][g] = m[g];
             warp_l[warp][g] = l[g];
         }
+        if (grp == 0) {
 #pragma unroll
-        for (int i = 0; i < PER_LANE; i++) warp_acc[warp][g][lane + 32 * i] = acc[g][i];
+            for (int i = 0; i < 8; i++) warp_acc[warp][g][sub * 8 + i] = acc[g][i];
+        }
     }
     __syncthreads();
     // Warp g merges the warps' partial results of query head g.
+    size_t pair = (size_t)blockIdx.x * n_kv_heads + kv_head;
     for (int g = warp; g < G; g += GQA_WARPS) {
         float m_all = NEG_INF;
         for (int w = 0; w < GQA_WARPS; w++) m_all = fmaxf(m_all, warp_m[w][g]);
@@ -421,16 +473,63 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
             l_all += warp_l[w][g] * weight[w];
         }
         bf16* out_head = out + ((size_t)t * n_heads + kv_head * G + g) * head_dim;
+        size_t part = (pair * n_splits + split) * GMAX + g;
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++) {
             int d = lane + 32 * i;
             if (d < head_dim) {
                 float o = 0.0f;
                 for (int w = 0; w < GQA_WARPS; w++) o += warp_acc[w][g][d] * weight[w];
-                out_head[d] = f2bf(o / l_all);
+                if (n_splits == 1) {
+                    out_head[d] = f2bf(o / l_all);
+                } else {
+                    part_acc[part * (32 * PER_LANE) + d] = o;
+                }
             }
         }
+        if (n_splits > 1 && lane == 0) {
+            part_ml[2 * part] = m_all;
+            part_ml[2 * part + 1] = l_all;
+        }
     }
+    if (n_splits == 1) return;
+    // Publish this block's part, then count it; the last block of the pair merges.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last_block = atomicAdd(done + pair, 1u) == (u32)(n_splits - 1);
+    __syncthreads();
+    if (!last_block) return;
+    __threadfence();
+    // Warp g: lane s reads part s's max and sum of query head g; each part's weight,
+    // with the softmax's normalisation folded in, goes to shared memory.
+    for (int g = warp; g < G; g += GQA_WARPS) {
+        size_t part = (pair * n_splits + lane) * GMAX + g;
+        float m_s = NEG_INF, l_s = 0.0f;
+        if (lane < n_splits) {
+            m_s = __ldcg(part_ml + 2 * part);
+            l_s = __ldcg(part_ml + 2 * part + 1);
+        }
+        // A run with no keys (more splits than keys) has l = 0 and adds nothing.
+        float m_all = warp_max(l_s > 0.0f ? m_s : NEG_INF);
+        float w = l_s > 0.0f ? expf(m_s - m_all) : 0.0f;
+        float l_all = warp_sum(l_s * w);
+        if (lane < n_splits) split_w[lane][g] = w / l_all;
+    }
+    __syncthreads();
+    // Then every thread sums parts for its (head, dimension) pairs, loads in flight.
+    int dims = 32 * PER_LANE;
+    for (int e = threadIdx.x; e < G * dims; e += blockDim.x) {
+        int g = e / dims, d = e % dims;
+        if (d >= head_dim) continue;
+        float o = 0.0f;
+#pragma unroll 4
+        for (int s = 0; s < n_splits; s++) {
+            size_t part = (pair * n_splits + s) * GMAX + g;
+            o += __ldcg(part_acc + part * dims + d) * split_w[s][g];
+        }
+        out[((size_t)t * n_heads + kv_head * G + g) * head_dim + d] = f2bf(o);
+    }
+    if (threadIdx.x == 0) done[pair] = 0;
 }
 
 #define GQA_ENTRY(NAME, PER_LANE, GMAX)                                                        \
@@ -438,10 +537,12 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
         NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache, bf16* out,               \
              const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
              const u32* block_tables, const u32* token_order, int n_heads, int n_kv_heads,     \
-             int head_dim, int block_size, float scale) {                                      \
+             int head_dim, int block_size, float scale, float* part_acc, float* part_ml,       \
+             u32* done) {                                                                      \
         attention_gqa<PER_LANE, GMAX>(q, k_cache, v_cache, out, positions, token_seq,          \
                                       seq_table_offset, block_tables, token_order, n_heads,    \
-                                      n_kv_heads, head_dim, block_size, scale);                \
+                                      n_kv_heads, head_dim, block_size, scale, part_acc,       \
+                                      part_ml, done);                                          \
     }
 
 GQA_ENTRY(gqa_attention_64_4, 2, 4)
@@ -614,58 +715,49 @@ __device__ __forceinline__ void stage_x(const bf16* __restrict__ x, uint4* xs, i
     __syncthreads();
 }
 
-// acc[r] = sum_c xs[r, c] * w_row[c], summed over the warp (every lane gets the sums).
-// Each lane loads 16 bytes (8 bf16) of the weight row per load, GEMV_UNROLL loads in
-// flight; k % 8 == 0 and the row is 16-byte aligned.
-__device__ __forceinline__ void gemv_row(const uint4* xs, const bf16* __restrict__ w_row_ptr,
-                                         int m, int k8, float acc[GEMV_MAX_M]) {
+// This lane's first GEMV_UNROLL 16-byte chunks of NW weight rows (zeros past k8, or for a
+// column past n). The products issue these before they stage x, so the first weights
+// are on their way while the block waits for x.
+template <int NW>
+__device__ __forceinline__ void gemv_first(const bf16* const* rows, int k8, bool live,
+                                           uint4 wv[NW][GEMV_UNROLL]) {
     int lane = threadIdx.x & 31;
-    const uint4* w_row = (const uint4*)w_row_ptr;
 #pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = 0.0f;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    for (int c0 = lane; c0 < k8; c0 += 32 * GEMV_UNROLL) {
-        uint4 wv[GEMV_UNROLL];
+    for (int a = 0; a < NW; a++) {
+        const uint4* row = (const uint4*)rows[a];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = c0 + 32 * u;
-            wv[u] = c < k8 ? w_row[c] : zero;
+            int c = lane + 32 * u;
+            wv[a][u] = (live && c < k8) ? __ldg(row + c) : make_uint4(0, 0, 0, 0);
         }
+    }
+}
+
+// acc[a][r] = sum_c xs[r, c] * rows[a][c] for NW weight rows at once (NW = 2: gate and
+// up, their loads issued together), summed over the warp (every lane gets the sums).
+// Each lane loads 16 bytes (8 bf16) of a row per load, GEMV_UNROLL loads per row in
+// flight; `wv` holds the first GEMV_UNROLL chunks (gemv_first). k % 8 == 0 and the rows
+// are 16-byte aligned.
+template <int NW>
+__device__ __forceinline__ void gemv_rows(const uint4* xs, const bf16* const* rows, int m, int k8,
+                                          uint4 wv[NW][GEMV_UNROLL],
+                                          float acc[NW][GEMV_MAX_M]) {
+    int lane = threadIdx.x & 31;
 #pragma unroll
-        for (int r = 0; r < GEMV_MAX_M; r++) {
-            if (r < m) {
+    for (int a = 0; a < NW; a++)
+#pragma unroll
+        for (int r = 0; r < GEMV_MAX_M; r++) acc[a][r] = 0.0f;
+    for (int c0 = lane; c0 < k8; c0 += 32 * GEMV_UNROLL) {
+        if (c0 != lane) {
+#pragma unroll
+            for (int a = 0; a < NW; a++) {
+                const uint4* row = (const uint4*)rows[a];
 #pragma unroll
                 for (int u = 0; u < GEMV_UNROLL; u++) {
                     int c = c0 + 32 * u;
-                    if (c < k8) acc[r] += dot8(wv[u], xs[r * k8 + c]);
+                    wv[a][u] = c < k8 ? __ldg(row + c) : make_uint4(0, 0, 0, 0);
                 }
             }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) acc[r] = warp_sum(acc[r]);
-}
-
-// As gemv_row for two weight rows at once (gate and up), their loads issued together.
-__device__ __forceinline__ void gemv_row2(const uint4* xs, const bf16* __restrict__ a_ptr,
-                                          const bf16* __restrict__ b_ptr, int m, int k8,
-                                          float acc_a[GEMV_MAX_M], float acc_b[GEMV_MAX_M]) {
-    int lane = threadIdx.x & 31;
-    const uint4* a_row = (const uint4*)a_ptr;
-    const uint4* b_row = (const uint4*)b_ptr;
-#pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) {
-        acc_a[r] = 0.0f;
-        acc_b[r] = 0.0f;
-    }
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    for (int c0 = lane; c0 < k8; c0 += 32 * GEMV_UNROLL) {
-        uint4 av[GEMV_UNROLL], bv[GEMV_UNROLL];
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = c0 + 32 * u;
-            av[u] = c < k8 ? a_row[c] : zero;
-            bv[u] = c < k8 ? b_row[c] : zero;
         }
 #pragma unroll
         for (int r = 0; r < GEMV_MAX_M; r++) {
@@ -675,18 +767,32 @@ __device__ __forceinline__ void gemv_row2(const uint4* xs, const bf16* __restric
                     int c = c0 + 32 * u;
                     if (c < k8) {
                         uint4 xv = xs[r * k8 + c];
-                        acc_a[r] += dot8(av[u], xv);
-                        acc_b[r] += dot8(bv[u], xv);
+#pragma unroll
+                        for (int a = 0; a < NW; a++) acc[a][r] += dot8(wv[a][u], xv);
                     }
                 }
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < GEMV_MAX_M; r++) {
-        acc_a[r] = warp_sum(acc_a[r]);
-        acc_b[r] = warp_sum(acc_b[r]);
-    }
+    for (int a = 0; a < NW; a++)
+#pragma unroll
+        for (int r = 0; r < GEMV_MAX_M; r++) acc[a][r] = warp_sum(acc[a][r]);
+}
+
+// Column j's products for a decode step: its first weight chunks loaded, then x staged
+// in shared memory, then the sums. False for a warp past n (which
+// still takes part in staging x).
+template <int NW>
+__device__ __forceinline__ bool gemv_column(const bf16* __restrict__ x, const bf16* const* rows,
+                                            bool live, int m, int k8, float acc[NW][GEMV_MAX_M]) {
+    extern __shared__ uint4 xs[];
+    uint4 wv[NW][GEMV_UNROLL];
+    gemv_first<NW>(rows, k8, live, wv);
+    stage_x(x, xs, m, k8);
+    if (!live) return false;
+    gemv_rows<NW>(xs, rows, m, k8, wv, acc);
+    return true;
 }
 
 // out[r, j] = sum_c x[r, c] * w[j, c] for the few rows of a decode step (m <= GEMV_MAX_M).
@@ -696,21 +802,18 @@ __device__ __forceinline__ void gemv_row2(const uint4* xs, const bf16* __restric
 extern "C" __global__ void gemv_small_m(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                         void* __restrict__ out, int m, int n, int k,
                                         int out_f32) {
-    extern __shared__ uint4 xs[];
-    int k8 = k / 8;
-    stage_x(x, xs, m, k8);
     int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (j >= n) return;
-    float acc[GEMV_MAX_M];
-    gemv_row(xs, w + (size_t)j * k, m, k8, acc);
-    if ((threadIdx.x & 31) != 0) return;
+    bool live = j < n;
+    const bf16* rows[1] = {w + (size_t)(live ? j : 0) * k};
+    float acc[1][GEMV_MAX_M];
+    if (!gemv_column<1>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) {
             if (out_f32) {
-                ((float*)out)[(size_t)r * n + j] = acc[r];
+                ((float*)out)[(size_t)r * n + j] = acc[0][r];
             } else {
-                ((bf16*)out)[(size_t)r * n + j] = f2bf(acc[r]);
+                ((bf16*)out)[(size_t)r * n + j] = f2bf(acc[0][r]);
             }
         }
     }
@@ -724,9 +827,6 @@ extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __
                                       bf16* __restrict__ o0, bf16* __restrict__ o1,
                                       bf16* __restrict__ o2, int n0, int n1, int n2, int m,
                                       int k) {
-    extern __shared__ uint4 xs[];
-    int k8 = k / 8;
-    stage_x(x, xs, m, k8);
     int b0 = (n0 + GEMV_WARPS - 1) / GEMV_WARPS, b1 = (n1 + GEMV_WARPS - 1) / GEMV_WARPS;
     int block = blockIdx.x;
     const bf16* w = w0;
@@ -744,13 +844,13 @@ extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __
         n = n1;
     }
     int j = block * GEMV_WARPS + (threadIdx.x >> 5);
-    if (j >= n) return;
-    float acc[GEMV_MAX_M];
-    gemv_row(xs, w + (size_t)j * k, m, k8, acc);
-    if ((threadIdx.x & 31) != 0) return;
+    bool live = j < n;
+    const bf16* rows[1] = {w + (size_t)(live ? j : 0) * k};
+    float acc[1][GEMV_MAX_M];
+    if (!gemv_column<1>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
-        if (r < m) o[(size_t)r * n + j] = f2bf(acc[r]);
+        if (r < m) o[(size_t)r * n + j] = f2bf(acc[0][r]);
     }
 }
 
@@ -760,20 +860,18 @@ extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
                                              const bf16* __restrict__ gate,
                                              const bf16* __restrict__ up,
                                              bf16* __restrict__ out, int m, int n, int k) {
-    extern __shared__ uint4 xs[];
-    int k8 = k / 8;
-    stage_x(x, xs, m, k8);
     int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (j >= n) return;
-    float g[GEMV_MAX_M], u[GEMV_MAX_M];
-    gemv_row2(xs, gate + (size_t)j * k, up + (size_t)j * k, m, k8, g, u);
-    if ((threadIdx.x & 31) != 0) return;
+    bool live = j < n;
+    size_t row = (size_t)(live ? j : 0) * k;
+    const bf16* rows[2] = {gate + row, up + row};
+    float acc[2][GEMV_MAX_M];
+    if (!gemv_column<2>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) {
-            float gv = round_bf(g[r]);
+            float gv = round_bf(acc[0][r]);
             float act = round_bf(gv / (1.0f + expf(-gv)));
-            out[(size_t)r * n + j] = f2bf(act * round_bf(u[r]));
+            out[(size_t)r * n + j] = f2bf(act * round_bf(acc[1][r]));
         }
     }
 }
@@ -826,15 +924,66 @@ __device__ u32 block_argmax(const float* __restrict__ row, int cols) {
     return idx == 0x7fffffff ? 0u : (u32)idx;
 }
 
-// ids[r] = the index of the largest logit of row r (f32). One block per row: greedy
-// sampling on the GPU, so only token ids cross to the host.
-extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ ids,
-                                       int cols) {
-    u32 idx = block_argmax(logits + (size_t)blockIdx.x * cols, cols);
-    if (threadIdx.x == 0) ids[blockIdx.x] = idx;
+typedef unsigned long long u64;
+
+#define ARGMAX_PARTS 64
+#define ARGMAX_THREADS 256
+
+// An order-preserving key of (logit x at index idx) for the greedy argmax: larger logits
+// give larger keys, and of equal logits the first index (numpy's argmax); NaN and -inf
+// never win (a row of them gives 0).
+__device__ __forceinline__ u64 argmax_key(float x, u32 idx) {
+    u32 b = __float_as_uint(x);
+    bool loses = (b & 0x7fffffffu) > 0x7f800000u || b == 0xff800000u;
+    u32 key = loses ? 0u : ((b & 0x80000000u) ? ~b : (b | 0x80000000u));
+    return ((u64)key << 32) | (u64)(0xffffffffu - idx);
 }
 
-typedef unsigned long long u64;
+__device__ __forceinline__ u64 warp_max_u64(u64 v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        u64 other = __shfl_xor_sync(0xffffffffu, v, o);
+        v = other > v ? other : v;
+    }
+    return v;
+}
+
+// Greedy sampling on the GPU, first half: block (p, r) takes the p-th of ARGMAX_PARTS
+// runs of row r's f32 logits and leaves the largest argmax_key of its run in
+// parts[r * ARGMAX_PARTS + p]. A row of a 128k vocabulary is half a megabyte: spread
+// over many blocks it is read at the GPU's bandwidth, not one multiprocessor's.
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_parts(const float* __restrict__ logits, u64* __restrict__ parts, int cols) {
+    __shared__ u64 warp_best[ARGMAX_THREADS / 32];
+    const float* row = logits + (size_t)blockIdx.y * cols;
+    int run = (cols + ARGMAX_PARTS - 1) / ARGMAX_PARTS;
+    int c0 = blockIdx.x * run, c1 = min(cols, c0 + run);
+    u64 best = 0;
+    for (int c = c0 + threadIdx.x; c < c1; c += ARGMAX_THREADS) {
+        u64 k = argmax_key(row[c], (u32)c);
+        best = k > best ? k : best;
+    }
+    best = warp_max_u64(best);
+    if ((threadIdx.x & 31) == 0) warp_best[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        best = threadIdx.x < ARGMAX_THREADS / 32 ? warp_best[threadIdx.x] : 0;
+        best = warp_max_u64(best);
+        if (threadIdx.x == 0) parts[(size_t)blockIdx.y * ARGMAX_PARTS + blockIdx.x] = best;
+    }
+}
+
+// Second half: ids[r] = the index of the largest of row r's parts (one warp per row;
+// an empty run left 0, below every real key).
+extern "C" __global__ void argmax_finish(const u64* __restrict__ parts, u32* __restrict__ ids) {
+    u64 best = 0;
+    for (int p = threadIdx.x; p < ARGMAX_PARTS; p += 32) {
+        u64 k = parts[(size_t)blockIdx.x * ARGMAX_PARTS + p];
+        best = k > best ? k : best;
+    }
+    best = warp_max_u64(best);
+    if (threadIdx.x == 0) ids[blockIdx.x] = 0xffffffffu - (u32)best;
+}
 
 // Sampling on the GPU; the algorithm, and the host reference every step here mirrors,
 // is in sampling.rs (sample_row): top-k and top-p become thresholds on an order-

@@ -30,8 +30,62 @@ use crate::{Error, Result};
 
 pub use self::open::check_available;
 
-/// See `CudaBackend::gqa_min_blocks`: about one block per multiprocessor of an H100.
-const GQA_MIN_BLOCKS: usize = 128;
+/// See `CudaBackend::gqa_min_blocks`: the grouped kernel by default, wherever it applies.
+const GQA_MIN_BLOCKS: usize = 0;
+
+/// Most runs the grouped attention kernel splits a token's keys into.
+const MAX_ATTENTION_SPLITS: usize = 16;
+
+/// How many runs the grouped attention kernel splits each token's keys into, for
+/// `pairs` (token, kv head) pairs: enough blocks for `target` (two per multiprocessor),
+/// at most [`MAX_ATTENTION_SPLITS`], and none while the pairs alone fill the GPU. The
+/// split blocks of a step never exceed `2 * target` (pairs < target, splits ≤
+/// ceil(target / pairs)), which sizes [`SplitScratch`].
+fn attention_splits(pairs: usize, target: usize) -> usize {
+    if pairs == 0 || pairs >= target {
+        1
+    } else {
+        target.div_ceil(pairs).min(MAX_ATTENTION_SPLITS)
+    }
+}
+
+/// Where the blocks of a split attention launch leave their parts for the last one to
+/// merge (see `attention_gqa` in kernels.cu).
+struct SplitScratch {
+    /// Blocks the kernel should have at least: two per multiprocessor.
+    target: usize,
+    /// Unnormalised outputs, [split block][GQA_MAX_GROUP][MAX_SPLIT_HEAD_DIM] f32.
+    acc: CudaSlice<f32>,
+    /// Softmax max and sum of each part.
+    ml: CudaSlice<f32>,
+    /// Finished blocks per (token, kv head); the last block resets its count to 0.
+    done: CudaSlice<u32>,
+}
+
+/// Largest group of query heads per kv head the grouped kernel takes (its GMAX).
+const GQA_MAX_GROUP: usize = 8;
+/// Largest head size the grouped kernel takes.
+const MAX_SPLIT_HEAD_DIM: usize = 128;
+
+impl SplitScratch {
+    fn new(stream: &Arc<CudaStream>, multiprocessors: usize) -> Result<Self> {
+        let target = 2 * multiprocessors.max(1);
+        let slots = 2 * target * GQA_MAX_GROUP;
+        let alloc = |n: usize| {
+            stream
+                .alloc_zeros::<f32>(n)
+                .map_err(cuda_err("allocating the split attention scratch"))
+        };
+        Ok(Self {
+            target,
+            acc: alloc(slots * MAX_SPLIT_HEAD_DIM)?,
+            ml: alloc(slots * 2)?,
+            done: stream
+                .alloc_zeros::<u32>(target)
+                .map_err(cuda_err("allocating the split attention counters"))?,
+        })
+    }
+}
 
 /// Widest row the norm kernel holds in registers (NORM_THREADS × NORM_PER_THREAD).
 const MAX_NORM_COLS: usize = 12 * 1024;
@@ -53,7 +107,8 @@ struct Kernels {
     gemv_small_m: CudaFunction,
     gemv_multi: CudaFunction,
     gemv_gate_up_silu: CudaFunction,
-    argmax_rows: CudaFunction,
+    argmax_parts: CudaFunction,
+    argmax_finish: CudaFunction,
     sample_rows: CudaFunction,
 }
 
@@ -92,8 +147,10 @@ pub struct CudaBackend {
     use_graphs: bool,
     /// Fewest blocks (tokens × kv heads) for which attention runs one block per kv
     /// head rather than per query head ($CACHET_ENGINE_GQA_MIN_BLOCKS, default
-    /// [`GQA_MIN_BLOCKS`]; the parity checks set 0 to test the grouped kernel).
+    /// [`GQA_MIN_BLOCKS`]: always, since the grouped kernel splits the keys of a small
+    /// batch over more blocks; the parity checks set it high to test the per-head kernel).
     gqa_min_blocks: usize,
+    split: SplitScratch,
     graphs: Graphs,
     /// The bucket being captured, between begin_step and end_capture.
     capturing: Option<usize>,
@@ -195,10 +252,15 @@ impl CudaBackend {
             gemv_small_m: load("gemv_small_m")?,
             gemv_multi: load("gemv_multi")?,
             gemv_gate_up_silu: load("gemv_gate_up_silu")?,
-            argmax_rows: load("argmax_rows")?,
+            argmax_parts: load("argmax_parts")?,
+            argmax_finish: load("argmax_finish")?,
             sample_rows: load("sample_rows")?,
         };
         let gemm = Gemm::new(&stream)?;
+        let multiprocessors = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err("reading the multiprocessor count"))?;
+        let split = SplitScratch::new(&stream, multiprocessors as usize)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.
         let per_layer = (kv.n_blocks + 1) * kv.block_size * dims.n_kv_heads * dims.head_dim;
         let mut k_cache = Vec::with_capacity(dims.n_layers);
@@ -249,6 +311,7 @@ impl CudaBackend {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(GQA_MIN_BLOCKS),
+            split,
             graphs: Graphs::default(),
             capturing: None,
             bucket: None,
@@ -462,3 +525,32 @@ impl StepBuffers {
 }
 
 mod ops;
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ATTENTION_SPLITS, attention_splits};
+
+    #[test]
+    fn small_batches_split_their_keys_until_the_gpu_is_full() {
+        // Batch 1 of a Llama-3 shape: 8 (token, kv head) pairs on 132 multiprocessors.
+        assert_eq!(attention_splits(8, 264), MAX_ATTENTION_SPLITS);
+        assert_eq!(attention_splits(64, 264), 5);
+        assert_eq!(attention_splits(263, 264), 2);
+        assert_eq!(attention_splits(264, 264), 1);
+        assert_eq!(attention_splits(2048, 264), 1);
+        assert_eq!(attention_splits(0, 264), 1);
+    }
+
+    #[test]
+    fn a_split_launch_fits_the_scratch() {
+        // SplitScratch holds 2 * target parts and `target` counters.
+        let target = 264;
+        for pairs in 1..3 * target {
+            let splits = attention_splits(pairs, target);
+            if splits > 1 {
+                assert!(pairs < target, "{pairs} pairs");
+                assert!(pairs * splits < 2 * target, "{pairs} pairs x {splits}");
+            }
+        }
+    }
+}

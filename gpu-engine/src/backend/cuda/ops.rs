@@ -459,11 +459,12 @@ impl Backend for CudaBackend {
             65..=128 => 1,
             _ => 2,
         };
-        // With few tokens, one block per query head spreads the keys over more of the
-        // GPU (batch-1 decode has n_heads blocks instead of n_kv_heads): the grouped
-        // kernel is used once it still has enough blocks to fill the GPU.
-        let enough_blocks = per_token * d.n_kv_heads >= self.gqa_min_blocks;
-        let gqa = (size_class < 2 && group <= 8 && enough_blocks).then(|| {
+        // The grouped kernel (head sizes 64 and 128, groups up to 8) splits each token's
+        // keys over as many blocks as fill the GPU; the per-head kernel takes the other
+        // shapes (and, for the parity checks, steps under gqa_min_blocks pairs).
+        let pairs = per_token * d.n_kv_heads;
+        let grouped_fits = matches!(d.head_dim, 64 | 128) && group <= 8;
+        let gqa = (grouped_fits && pairs >= self.gqa_min_blocks).then(|| {
             let by_group = &self.kernels.gqa_attention[size_class];
             if group <= 4 {
                 &by_group[0]
@@ -471,15 +472,24 @@ impl Backend for CudaBackend {
                 &by_group[1]
             }
         });
-        let (kernel, heads_per_block, threads) = match gqa {
-            Some(kernel) => (kernel, group, GQA_THREADS),
+        let (kernel, heads_per_block, threads, splits) = match gqa {
+            Some(kernel) => (
+                kernel,
+                group,
+                GQA_THREADS,
+                super::attention_splits(pairs, self.split.target),
+            ),
             None => (
                 &self.kernels.paged_attention[size_class],
                 1,
                 ATTENTION_THREADS,
+                1,
             ),
         };
         let token_order = self.step_ptr(o.token_order);
+        let part_acc = raw_ptr(&self.split.acc, &self.stream);
+        let part_ml = raw_ptr(&self.split.ml, &self.stream);
+        let done = raw_ptr(&self.split.done, &self.stream);
         let mut launch = self.stream.launch_builder(kernel);
         launch
             .arg(&args.0)
@@ -496,14 +506,22 @@ impl Backend for CudaBackend {
             .arg(&head_dim)
             .arg(&block_size)
             .arg(&scale);
+        if gqa.is_some() {
+            launch.arg(&part_acc).arg(&part_ml).arg(&done);
+        }
         let config = LaunchConfig {
-            grid_dim: (per_token as u32, (d.n_heads / heads_per_block) as u32, 1),
+            grid_dim: (
+                per_token as u32,
+                (d.n_heads / heads_per_block) as u32,
+                splits as u32,
+            ),
             block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: every position is below its sequence's context, which its block table
         // covers, and every block id is inside the pool (checked in begin_step); the
-        // token order lists token indices of this step.
+        // token order lists token indices of this step; a split launch has fewer than
+        // 2 * target blocks of at most 8 heads of 128 values, as the scratch is sized.
         unsafe { launch.launch(config) }.map_err(cuda_err("launching paged_attention"))?;
         Ok(out)
     }

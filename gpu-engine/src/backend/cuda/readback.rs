@@ -1,11 +1,16 @@
 //! Getting a step's results back to the host: its logits, or only its greedy token ids.
 
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::memory::Dtype;
 use super::{CudaBackend, SamplingBuffers, cuda_err, per_row, pinned};
 use crate::sampling::RowSampling;
 use crate::{Error, Result};
+
+/// Runs of a row the greedy argmax's first kernel splits it into (its ARGMAX_PARTS).
+const ARGMAX_PARTS: usize = 64;
+/// Threads of that kernel (its ARGMAX_THREADS).
+const ARGMAX_THREADS: u32 = 256;
 
 impl CudaBackend {
     /// Launches the graph captured for the current step's batch-size bucket; returns where its
@@ -137,12 +142,23 @@ impl CudaBackend {
             return Ok(Vec::new());
         }
         let ids = self.tensor(rows, 1, Dtype::F32)?;
-        let (ids_ptr, cols_i) = (ids.ptr(), cols as i32);
-        let mut launch = self.stream.launch_builder(&self.kernels.argmax_rows);
-        launch.arg(&ptr).arg(&ids_ptr).arg(&cols_i);
-        // SAFETY: `ptr` holds rows × cols f32 logits and `ids` at least `rows` u32 slots.
-        unsafe { launch.launch(per_row(rows, 1024, 0)) }
-            .map_err(cuda_err("launching argmax_rows"))?;
+        // Each row's ARGMAX_PARTS partial winners, u64 each (two f32 slots).
+        let parts = self.tensor(rows, 2 * ARGMAX_PARTS, Dtype::F32)?;
+        let (ids_ptr, parts_ptr, cols_i) = (ids.ptr(), parts.ptr(), cols as i32);
+        let mut launch = self.stream.launch_builder(&self.kernels.argmax_parts);
+        launch.arg(&ptr).arg(&parts_ptr).arg(&cols_i);
+        let config = LaunchConfig {
+            grid_dim: (ARGMAX_PARTS as u32, rows as u32, 1),
+            block_dim: (ARGMAX_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: `ptr` holds rows × cols f32 logits and `parts` rows × ARGMAX_PARTS u64s.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching argmax_parts"))?;
+        let mut launch = self.stream.launch_builder(&self.kernels.argmax_finish);
+        launch.arg(&parts_ptr).arg(&ids_ptr);
+        // SAFETY: `parts` was filled above for `rows` rows; `ids` holds `rows` u32 slots.
+        unsafe { launch.launch(per_row(rows, 32, 0)) }
+            .map_err(cuda_err("launching argmax_finish"))?;
         self.ids_to_host(ids_ptr, rows)
     }
 
