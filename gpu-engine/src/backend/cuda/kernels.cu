@@ -129,52 +129,42 @@ extern "C" __global__ void silu_mul(const bf16* __restrict__ gate, const bf16* _
     }
 }
 
-__device__ __forceinline__ void rope_pair(bf16* head, int i, int half, float c, float s) {
-    float a = bf2f(head[i]), b = bf2f(head[i + half]);
-    // q * cos + rotate_half(q) * sin, each product and the sum rounded to bf16.
-    head[i] = f2bf(round_bf(a * c) + round_bf(-b * s));
-    head[i + half] = f2bf(round_bf(b * c) + round_bf(a * s));
-}
-
-// RoPE on the token's query and key heads, then its key and value written to their KV
-// slot (cache layout [slot, n_kv_heads, head_dim]). One block per token.
+// RoPE on one head of one token: block (t, h) takes query head h (h < n_heads) or kv
+// head h - n_heads of token t, thread i the pair (i, i + head_dim / 2): q * cos +
+// rotate_half(q) * sin, cos, sin, each product and the sum rounded to bf16 as PyTorch's
+// bf16 modules do. A kv head's block also writes the token's key and value of that head
+// to its KV slot (cache layout [slot, n_kv_heads, head_dim]). Every head of every token
+// in its own block: one round trip to memory, where one block per token walked its
+// heads one after another.
 extern "C" __global__ void rope_store_kv(bf16* __restrict__ q, bf16* __restrict__ k,
                                          const bf16* __restrict__ v,
                                          const u32* __restrict__ positions,
                                          const u32* __restrict__ slot_mapping,
                                          const float* __restrict__ inv_freq,
                                          bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                         int n_heads,
-                                         int n_kv_heads, int head_dim) {
-    __shared__ float cos_s[128], sin_s[128];
-    int t = blockIdx.x;
-    int half = head_dim / 2;
+                                         int n_heads, int n_kv_heads, int head_dim) {
+    int t = blockIdx.x, h = blockIdx.y, half = head_dim / 2;
+    bool is_query = h < n_heads;
+    int kv_head = h - n_heads;
+    bf16* head = is_query ? q + ((size_t)t * n_heads + h) * head_dim
+                          : k + ((size_t)t * n_kv_heads + kv_head) * head_dim;
     float position = (float)positions[t];
-    // One angle per frequency, shared by every head of the token.
+    size_t at = is_query ? 0 : ((size_t)slot_mapping[t] * n_kv_heads + kv_head) * head_dim;
+    const bf16* v_head = v + ((size_t)t * n_kv_heads + (is_query ? 0 : kv_head)) * head_dim;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = position * inv_freq[i];
-        cos_s[i] = round_bf(cosf(angle));
-        sin_s[i] = round_bf(sinf(angle));
-    }
-    __syncthreads();
-    int q_width = n_heads * head_dim, kv_width = n_kv_heads * head_dim;
-    bf16* q_row = q + (size_t)t * q_width;
-    bf16* k_row = k + (size_t)t * kv_width;
-    for (int j = threadIdx.x; j < (n_heads + n_kv_heads) * half; j += blockDim.x) {
-        int head = j / half, i = j % half;
-        float c = cos_s[i], s = sin_s[i];
-        if (head < n_heads) {
-            rope_pair(q_row + head * head_dim, i, half, c, s);
-        } else {
-            rope_pair(k_row + (head - n_heads) * head_dim, i, half, c, s);
+        float c = round_bf(cosf(angle)), s = round_bf(sinf(angle));
+        float a = bf2f(head[i]), b = bf2f(head[i + half]);
+        bf16 x = f2bf(round_bf(a * c) + round_bf(-b * s));
+        bf16 y = f2bf(round_bf(b * c) + round_bf(a * s));
+        head[i] = x;
+        head[i + half] = y;
+        if (!is_query) {
+            k_cache[at + i] = x;
+            k_cache[at + i + half] = y;
+            v_cache[at + i] = v_head[i];
+            v_cache[at + i + half] = v_head[i + half];
         }
-    }
-    __syncthreads();
-    size_t slot = slot_mapping[t];
-    const bf16* v_row = v + (size_t)t * kv_width;
-    for (int c = threadIdx.x; c < kv_width; c += blockDim.x) {
-        k_cache[slot * kv_width + c] = k_row[c];
-        v_cache[slot * kv_width + c] = v_row[c];
     }
 }
 

@@ -381,10 +381,15 @@ impl Backend for CudaBackend {
             .arg(&n_heads)
             .arg(&n_kv_heads)
             .arg(&head_dim);
+        // A block per (token, head), a thread per rotated pair.
+        let config = LaunchConfig {
+            grid_dim: (o.n_tokens as u32, (d.n_heads + d.n_kv_heads) as u32, 1),
+            block_dim: ((d.head_dim / 2).next_multiple_of(32).min(256) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the step's slots were checked against the pool's size in begin_step;
         // q, k and v hold one row per token of the widths checked above.
-        unsafe { launch.launch(per_row(o.n_tokens, ROW_THREADS, 0)) }
-            .map_err(cuda_err("launching rope_store_kv"))?;
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching rope_store_kv"))?;
         Ok(())
     }
 
