@@ -1,0 +1,101 @@
+"""On the GPU machine: where a batch-1 decode step of cachet-engine spends its time.
+
+Runs `cachet-engine bench` on a checkpoint made by engine_cuda.py (made here if missing)
+under Nsight Compute, which times every kernel of a window of launches during the solo
+decode (kernels inside CUDA graphs are timed node by node, one at a time, caches left
+warm). Prints, per kernel name, the time per decode step and its share, and the sum of
+kernel times per step next to the step time the bench measures without the profiler:
+their difference is time the GPU spends idle between steps (host work, launches).
+
+    python3 scripts/gpu/decode_profile.py --bin .devbin/cachet-engine --shape llama-3.1-8b \
+        --out /tmp/out/profile-8b
+
+Nsight Compute serialises kernels, so overlap between kernels (programmatic dependent
+launch) does not show here; the sum is an upper bound of the GPU time of a step.
+"""
+
+import argparse
+import collections
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import engine_cuda  # noqa: E402
+
+
+def bench_cmd(binary, folder, decode_tokens):
+    return [binary, "bench", "--model", folder, "--device", "cuda:0", "--prompt-tokens", "128",
+            "--decode-tokens", str(decode_tokens), "--kv-blocks", "2048", "--block-size", "16",
+            "--max-batch-tokens", "1024", "--ttft-prompt-tokens", "256",
+            "--ttft-cached-tokens", "128"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--shape", default="llama-3.2-1b")
+    parser.add_argument("--work", default="/tmp/engine-cuda")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--skip", type=int, default=3000,
+                        help="kernel launches to let pass before the window (model warm-up, prefill)")
+    parser.add_argument("--count", type=int, default=1200, help="kernels timed")
+    parser.add_argument("--ncu", default="ncu")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    shape = engine_cuda.SHAPES[args.shape]
+    folder = os.path.join(args.work, args.shape)
+    if not os.path.exists(os.path.join(folder, "model.safetensors.index.json")) and not \
+            os.path.exists(os.path.join(folder, "model.safetensors")):
+        engine_cuda.make_checkpoint(args.shape, shape, args.work)
+        import torch
+        torch.cuda.empty_cache()
+
+    plain = subprocess.run(bench_cmd(args.bin, folder, 512), check=True, capture_output=True,
+                           text=True).stdout
+    rate = float(re.search(r"decode batch 1: ([\d.]+) tokens/s", plain).group(1))
+    step_us = 1e6 / rate
+
+    cmd = [args.ncu, "--clock-control", "none", "--cache-control", "none", "--graph-profiling",
+           "node", "--metrics", "gpu__time_duration.sum", "--csv", "--page", "raw",
+           "--launch-skip", str(args.skip), "--launch-count", str(args.count),
+           *bench_cmd(args.bin, folder, 512)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    with open(os.path.join(args.out, "ncu.csv"), "w") as f:
+        f.write(done.stdout)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"ncu exited {done.returncode}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith('"')]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    per_kernel = collections.defaultdict(lambda: [0, 0.0])
+    for row in rows:  # a units row, where ncu writes one, fails the float() below
+        name = row["Kernel Name"]
+        try:
+            ns = float(row["gpu__time_duration.sum"].replace(",", ""))
+        except (KeyError, ValueError):
+            continue
+        per_kernel[name][0] += 1
+        per_kernel[name][1] += ns
+    steps = max((n for name, (n, _) in per_kernel.items()
+                 if name.startswith(("argmax_finish", "sample_rows"))), default=0)
+    if steps == 0:
+        raise SystemExit("no sampling kernel in the window: change --skip / --count")
+    total = sum(ns for _, ns in per_kernel.values())
+    out = [f"{args.shape}: bench without profiler {rate:.1f} tok/s = {step_us:.1f} us per step",
+           f"window: {sum(n for n, _ in per_kernel.values())} kernels, {steps} decode steps; kernel time per step "
+           f"{total / steps / 1e3:.1f} us (GPU idle or overlapping: {step_us - total / steps / 1e3:.1f} us)",
+           "", f"{'kernel':<40} {'per step':>8} {'us/step':>9} {'share':>6}"]
+    for name, (n, ns) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
+        out.append(f"{name[:40]:<40} {n / steps:8.1f} {ns / steps / 1e3:9.1f} {100 * ns / total:5.1f}%")
+    text = "\n".join(out)
+    print(text)
+    with open(os.path.join(args.out, "profile.txt"), "w") as f:
+        f.write(text + "\n" + "\n".join(bench_cmd(args.bin, folder, 512)) + "\n" + plain)
+
+
+if __name__ == "__main__":
+    main()
