@@ -64,13 +64,17 @@ def main():
            "--launch-skip", str(args.skip), "--launch-count", str(args.count),
            *bench_cmd(args.bin, folder, 512)]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    with open(os.path.join(args.out, "ncu.csv"), "w") as f:
-        f.write(done.stdout)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"ncu exited {done.returncode}")
     lines = [line for line in done.stdout.splitlines() if line.startswith('"')]
     rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    if not rows:
+        sys.stderr.write(done.stdout[-2000:] + done.stderr[-4000:])
+        raise SystemExit(f"ncu exited {done.returncode} and timed no kernel")
+    # The raw page holds every device attribute per kernel; keep what the table uses.
+    keep = ["Kernel Name", "Grid Size", "Block Size", "gpu__time_duration.sum"]
+    with open(os.path.join(args.out, "kernels.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(keep)
+        writer.writerows([row.get(k, "") for k in keep] for row in rows)
     per_kernel = collections.defaultdict(lambda: [0, 0.0])
     for row in rows:  # a units row, where ncu writes one, fails the float() below
         name = row["Kernel Name"]
