@@ -370,7 +370,8 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
         for (int u = 0; u < U; u++) {
             int key = first + u * KPW + grp;
             live[u] = key < k1;
-            size_t slot = live[u] ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
+            size_t slot =
+                live[u] ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
             size_t at = slot * kv_width + kv_head * D + sub * 8;
             kw[u] = live[u] ? *(const uint4*)(k_cache + at) : make_uint4(0, 0, 0, 0);
             vw[u] = live[u] ? *(const uint4*)(v_cache + at) : make_uint4(0, 0, 0, 0);
