@@ -490,14 +490,25 @@ struct SamplingBuffers {
     packed: Vec<u32>,
 }
 
+/// A pinned host buffer of `len` u32s and its device mirror (uninitialised: only what
+/// each copy from the host writes is ever read), with the mirror's address.
+fn staged(
+    stream: &Arc<CudaStream>,
+    len: usize,
+    what: &str,
+) -> Result<(PinnedHostSlice<u32>, CudaSlice<u32>, u64)> {
+    let host = pinned::<u32>(stream.context(), len)?;
+    // SAFETY: the kernels read only the prefix that each step's copy has written.
+    let device =
+        unsafe { stream.alloc::<u32>(len) }.map_err(cuda_err(format!("allocating the {what}")))?;
+    let device_ptr = memory::raw_ptr(&device, stream);
+    Ok((host, device, device_ptr))
+}
+
 impl SamplingBuffers {
     fn new(stream: &Arc<CudaStream>, rows: usize) -> Result<Self> {
         let len = rows * crate::sampling::PACKED_ROW_LEN;
-        let host = pinned::<u32>(stream.context(), len)?;
-        // SAFETY: only the rows written by each step's copy are ever read.
-        let device = unsafe { stream.alloc::<u32>(len) }
-            .map_err(cuda_err("allocating the sampling parameters"))?;
-        let device_ptr = memory::raw_ptr(&device, stream);
+        let (host, device, device_ptr) = staged(stream, len, "sampling parameters")?;
         Ok(Self {
             rows,
             host,
@@ -510,11 +521,7 @@ impl SamplingBuffers {
 
 impl StepBuffers {
     fn new(stream: &Arc<CudaStream>, len: usize) -> Result<Self> {
-        let host = pinned::<u32>(stream.context(), len)?;
-        // SAFETY: only the packed prefix written by each step's copy is ever read.
-        let device = unsafe { stream.alloc::<u32>(len) }
-            .map_err(cuda_err("allocating the step layout buffer"))?;
-        let device_ptr = memory::raw_ptr(&device, stream);
+        let (host, device, device_ptr) = staged(stream, len, "step layout buffer")?;
         Ok(Self {
             host,
             _device: device,

@@ -400,14 +400,17 @@ impl Backend for CudaBackend {
         let o = self.step.offsets;
         let k_cache = raw_ptr(&self.k_cache[layer], &self.stream);
         let v_cache = raw_ptr(&self.v_cache[layer], &self.stream);
-        let args = (
+        // The leading parameters both attention kernels take, in their order.
+        let leading: [u64; 8] = [
             q.ptr(),
+            k_cache,
+            v_cache,
             out.ptr(),
             self.step_ptr(o.positions),
             self.step_ptr(o.token_seq),
             self.step_ptr(o.seq_table_offset),
             self.step_ptr(o.block_tables),
-        );
+        ];
         let (n_heads, n_kv_heads, head_dim, block_size) = (
             d.n_heads as i32,
             d.n_kv_heads as i32,
@@ -430,15 +433,10 @@ impl Backend for CudaBackend {
         if let Some(kernel) = tiled {
             let tiles = self.step_ptr(o.tiles);
             let mut launch = self.stream.launch_builder(kernel);
+            for ptr in &leading {
+                launch.arg(ptr);
+            }
             launch
-                .arg(&args.0)
-                .arg(&k_cache)
-                .arg(&v_cache)
-                .arg(&args.1)
-                .arg(&args.2)
-                .arg(&args.3)
-                .arg(&args.4)
-                .arg(&args.5)
                 .arg(&tiles)
                 .arg(&n_heads)
                 .arg(&n_kv_heads)
@@ -496,15 +494,10 @@ impl Backend for CudaBackend {
         let part_ml = raw_ptr(&self.split.ml, &self.stream);
         let done = raw_ptr(&self.split.done, &self.stream);
         let mut launch = self.stream.launch_builder(kernel);
+        for ptr in &leading {
+            launch.arg(ptr);
+        }
         launch
-            .arg(&args.0)
-            .arg(&k_cache)
-            .arg(&v_cache)
-            .arg(&args.1)
-            .arg(&args.2)
-            .arg(&args.3)
-            .arg(&args.4)
-            .arg(&args.5)
             .arg(&token_order)
             .arg(&n_heads)
             .arg(&n_kv_heads)
