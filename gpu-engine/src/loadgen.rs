@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use cachet_engine::engine::{EngineHandle, GenerateRequest};
+use cachet_engine::engine::{EngineHandle, GenerateRequest, StepCounters};
 use cachet_engine::kv::TenantSalt;
 use cachet_engine::sampling::SamplingParams;
 
@@ -165,6 +165,30 @@ fn summary(records: &[Record], wall: Duration) -> serde_json::Value {
     })
 }
 
+/// Where the engine's time went between two snapshots of its counters: per kind of
+/// step, how many, their mean size in tokens and their mean forward time, and the mean
+/// host time between forwards.
+fn step_summary(before: &StepCounters, after: &StepCounters) -> serde_json::Value {
+    let mean_ms = |total: Duration, n: u64| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            total.as_secs_f64() * 1e3 / n as f64
+        }
+    };
+    let decode = after.decode_steps - before.decode_steps;
+    let mixed = after.mixed_steps - before.mixed_steps;
+    serde_json::json!({
+        "decode_steps": decode,
+        "decode_step_tokens": (after.decode_tokens - before.decode_tokens) as f64 / decode.max(1) as f64,
+        "decode_forward_ms": mean_ms(after.decode_forward - before.decode_forward, decode),
+        "mixed_steps": mixed,
+        "mixed_step_tokens": (after.mixed_tokens - before.mixed_tokens) as f64 / mixed.max(1) as f64,
+        "mixed_forward_ms": mean_ms(after.mixed_forward - before.mixed_forward, mixed),
+        "host_ms": mean_ms(after.host - before.host, decode + mixed),
+    })
+}
+
 fn params(sampling: &SamplingArgs, new_tokens: usize, seed: u64) -> SamplingParams {
     SamplingParams {
         temperature: sampling.temperature,
@@ -196,6 +220,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             .map(|_| random_tokens(&mut rng, vocab, 32))
             .collect();
         closed_loop(&engine, warm, &params(&args.sampling, 4, 1), concurrency).await?;
+        let before = engine.stats().await?.steps;
         let prompts: Vec<Vec<u32>> = (0..n)
             .map(|_| random_tokens(&mut rng, vocab, args.prompt_tokens))
             .collect();
@@ -212,6 +237,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         line["prompt_tokens"] = args.prompt_tokens.into();
         line["new_tokens"] = args.new_tokens.into();
         line["temperature"] = args.sampling.temperature.into();
+        line["steps"] = step_summary(&before, &engine.stats().await?.steps);
         println!("{line}");
     }
     Ok(())
@@ -242,6 +268,7 @@ pub async fn prefix_bench(args: PrefixBenchArgs) -> anyhow::Result<()> {
         }
     }
     prompts.shuffle(&mut rng);
+    let before = engine.stats().await?.steps;
     let (records, wall) = closed_loop(
         &engine,
         prompts,
@@ -261,6 +288,7 @@ pub async fn prefix_bench(args: PrefixBenchArgs) -> anyhow::Result<()> {
     let stats = engine.stats().await?;
     line["prefix_cache_hit_tokens"] = stats.cache.hit_tokens.into();
     line["prefix_cache_query_tokens"] = stats.cache.query_tokens.into();
+    line["steps"] = step_summary(&before, &stats.steps);
     println!("{line}");
     Ok(())
 }

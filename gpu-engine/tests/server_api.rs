@@ -32,6 +32,13 @@ async fn completion_reports_usage_and_finish_reason() {
     assert_eq!(body["usage"]["completion_tokens"], 5);
     assert_eq!(body["usage"]["total_tokens"], 8);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+
+    // One step prefilled the 3-token prompt and sampled the first token; each of the
+    // other 4 came from a one-token decode step.
+    let steps = s.engine.stats().await.unwrap().steps;
+    assert_eq!((steps.mixed_steps, steps.mixed_tokens), (1, 3));
+    assert_eq!((steps.decode_steps, steps.decode_tokens), (4, 4));
+    assert!(!steps.decode_forward.is_zero() && !steps.mixed_forward.is_zero());
 }
 
 #[tokio::test]
@@ -125,6 +132,8 @@ async fn models_health_and_metrics() {
         "cachet_engine_kv_blocks_used",
         "cachet_engine_queue_length",
         "cachet_engine_ttft_seconds_bucket",
+        "cachet_engine_step_forward_seconds_bucket{kind=\"mixed\"",
+        "cachet_engine_step_host_seconds_bucket",
     ] {
         assert!(
             metrics.contains(name),

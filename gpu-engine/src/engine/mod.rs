@@ -7,6 +7,7 @@
 mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +106,24 @@ pub struct EngineStats {
     pub n_waiting: usize,
     pub n_running: usize,
     pub cache: CacheCounters,
+    pub steps: StepCounters,
+}
+
+/// Where the worker's time went since it started: the model's forward passes, split
+/// into steps of decode tokens only and steps that carry a prefill chunk, and the host
+/// work around them (scheduling, bookkeeping, detokenizing, streaming), during which
+/// the device waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCounters {
+    pub decode_steps: u64,
+    pub mixed_steps: u64,
+    /// Query tokens of the decode steps (one per running sequence).
+    pub decode_tokens: u64,
+    /// Query tokens of the mixed steps, prefill chunks and decodes together.
+    pub mixed_tokens: u64,
+    pub decode_forward: Duration,
+    pub mixed_forward: Duration,
+    pub host: Duration,
 }
 
 enum Command {

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Command, EngineStats, FinishReason, GenerateEvent, Usage};
+use super::{Command, EngineStats, FinishReason, GenerateEvent, StepCounters, Usage};
 use crate::model::ForwardStep;
 use crate::sampling::{RowSampling, Sampler, SamplingParams};
 use crate::scheduler::{CacheCounters, Scheduler, SeqId, Sequence, Step};
@@ -30,6 +30,7 @@ pub(super) struct Worker {
     active: HashMap<SeqId, Active>,
     next_id: SeqId,
     reported: CacheCounters,
+    steps: StepCounters,
 }
 
 impl Worker {
@@ -49,6 +50,7 @@ impl Worker {
             active: HashMap::new(),
             next_id: 0,
             reported: CacheCounters::default(),
+            steps: StepCounters::default(),
         }
     }
 
@@ -103,10 +105,12 @@ impl Worker {
             n_waiting: self.scheduler.n_waiting(),
             n_running: self.scheduler.n_running(),
             cache: self.scheduler.counters(),
+            steps: self.steps,
         }
     }
 
     fn step(&mut self) {
+        let started = Instant::now();
         self.drop_abandoned();
         let step = self.scheduler.schedule();
         if step.seqs.is_empty() {
@@ -130,11 +134,13 @@ impl Worker {
                     .map_or(RowSampling::GREEDY, |a| a.sampler.next_row(&a.params))
             })
             .collect();
+        let forward_started = Instant::now();
         let result = if rows.iter().all(RowSampling::is_greedy) {
             self.model.forward_greedy(&step.batch)
         } else {
             self.model.forward_sample(&step.batch, &rows)
         };
+        let forward = forward_started.elapsed();
         let ids = match result {
             Ok(ids) => ids,
             Err(err) => {
@@ -152,6 +158,27 @@ impl Worker {
         for (id, token) in sampled {
             self.after_token(id, token);
         }
+        self.count_step(&step, forward, started.elapsed().saturating_sub(forward));
+    }
+
+    fn count_step(&mut self, step: &Step, forward: Duration, host: Duration) {
+        let tokens = step.batch.n_tokens() as u64;
+        let mixed = step.seqs.len() as u64 != tokens;
+        let kind = if mixed {
+            self.steps.mixed_steps += 1;
+            self.steps.mixed_tokens += tokens;
+            self.steps.mixed_forward += forward;
+            "mixed"
+        } else {
+            self.steps.decode_steps += 1;
+            self.steps.decode_tokens += tokens;
+            self.steps.decode_forward += forward;
+            "decode"
+        };
+        self.steps.host += host;
+        metrics::histogram!("cachet_engine_step_forward_seconds", "kind" => kind)
+            .record(forward.as_secs_f64());
+        metrics::histogram!("cachet_engine_step_host_seconds").record(host.as_secs_f64());
     }
 
     /// Streams a new token's text and finishes the request if it is done.
