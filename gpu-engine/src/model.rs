@@ -246,10 +246,12 @@ impl<B: Backend> LlamaModel<B> {
     fn compute(&mut self) -> Result<B::Tensor> {
         let b = &mut self.backend;
         let mut residual = b.embed(&self.embed)?;
-        let Some(first) = self.layers.first() else {
+        if self.layers.is_empty() {
             return Err(Error::InvalidConfig("the model has no layers".into()));
-        };
-        let mut h = b.rms_norm(&residual, &first.input_norm)?;
+        }
+        // Each sub-block's output is added into the residual stream by the norm that
+        // starts the next one (fused with its products where the backend can).
+        let mut delta: Option<B::Tensor> = None;
         for (index, layer) in self.layers.iter().enumerate() {
             let bias = layer.qkv_bias.as_ref();
             let projections = [
@@ -258,22 +260,27 @@ impl<B: Backend> LlamaModel<B> {
                 (&layer.v, bias.map(|[_, _, v]| v)),
             ];
             let [mut q, mut k, v]: [B::Tensor; 3] = b
-                .linear_many(&h, &projections)?
+                .norm_linear_many(
+                    &mut residual,
+                    delta.as_ref(),
+                    &layer.input_norm,
+                    &projections,
+                )?
                 .try_into()
                 .map_err(|_| Error::InvalidSettings("linear_many returned a wrong count".into()))?;
             b.rope_store_kv(index, &mut q, &mut k, &v)?;
             let attention = b.paged_attention(index, &q)?;
             let attention_out = b.linear(&attention, &layer.o, None)?;
-            h = b.add_rms_norm(&mut residual, &attention_out, &layer.post_norm)?;
-            let activated = b.gated_up(&h, &layer.gate, &layer.up)?;
-            let mlp_out = b.linear(&activated, &layer.down, None)?;
-            // The next sub-block's norm (or the final norm) is fused with this residual add.
-            let next_norm = self
-                .layers
-                .get(index + 1)
-                .map_or(&self.final_norm, |next| &next.input_norm);
-            h = b.add_rms_norm(&mut residual, &mlp_out, next_norm)?;
+            let activated = b.norm_gated_up(
+                &mut residual,
+                Some(&attention_out),
+                &layer.post_norm,
+                &layer.gate,
+                &layer.up,
+            )?;
+            delta = Some(b.linear(&activated, &layer.down, None)?);
         }
+        let h = b.residual_norm(&mut residual, delta.as_ref(), &self.final_norm)?;
         let rows = b.logit_rows(&h)?;
         b.linear(&rows, self.lm_head.as_ref().unwrap_or(&self.embed), None)
     }

@@ -8,7 +8,8 @@
 //   1. each product on its own (50 launches back to back), as GB/s of weights read;
 //   2. a decode step's kernels (per layer: norm, q/k/v product, a stand-in for RoPE and
 //      attention, o product, norm, gate/up product, down product; then the final norm,
-//      the lm_head product and the greedy argmax);
+//      the lm_head product and the greedy argmax), with the per-layer norms launched on
+//      their own and fused into the q/k/v and gate/up products, as the engine runs them;
 // and a plain streaming read of the lm_head's bytes as the ceiling. The weights are
 // random; time does not depend on their values. Against the streaming read this shows
 // how far the products are from the bandwidth, and the step against the sum of its
@@ -103,7 +104,10 @@ struct Step {
     int m;
     std::vector<Layer> layers;
     bf16 *lm_head, *final_norm;
-    bf16 *residual, *residual0, *x, *q, *k, *v, *attn, *o, *act, *down_out;
+    bf16 *residual, *residual0, *residual_next, *x, *q, *k, *v, *attn, *o, *act, *down_out;
+    // The norms fused into the q/k/v and gate/up products (as the engine runs a decode
+    // step of one row) rather than launched on their own.
+    bool fused = false;
     float* logits;
     u32* ids;
     u64* parts;
@@ -113,16 +117,28 @@ struct Step {
         launch(gemv_small_m, (n + GEMV_WARPS - 1) / GEMV_WARPS, GEMV_WARPS * 32, (size_t)m * k * 2,
                in, w, out, m, n, k, (int)f32);
     }
-    void qkv(const Layer& l) {
+    // The product's input: x, or with `fused` the norm of residual (+ delta) by weight w,
+    // the updated residual going to the other buffer.
+    GemvInput input(const bf16* delta, const bf16* w) {
+        if (!fused) return {x, nullptr, nullptr, nullptr, 0.0f};
+        GemvInput in = {residual, delta, w, delta ? residual_next : nullptr, 1e-5f};
+        if (delta) std::swap(residual, residual_next);
+        return in;
+    }
+    void qkv(const Layer& l, const bf16* delta) {
         int h = s.hidden, nq = s.heads * s.head_dim, nkv = s.kv_heads * s.head_dim;
         int blocks = (nq + GEMV_WARPS - 1) / GEMV_WARPS + 2 * ((nkv + GEMV_WARPS - 1) / GEMV_WARPS);
-        launch(gemv_multi, blocks, GEMV_WARPS * 32, (size_t)m * h * 2, (const bf16*)x,
-               (const bf16*)l.wq, (const bf16*)l.wk, (const bf16*)l.wv, q, k, v, nq, nkv, nkv, m, h);
+        GemvInput in = input(delta, l.norm1);
+        launch(gemv_multi, blocks, GEMV_WARPS * 32, (size_t)m * h * 2, in.x, in.delta, in.norm,
+               in.residual_out, in.eps, (const bf16*)l.wq, (const bf16*)l.wk, (const bf16*)l.wv,
+               q, k, v, nq, nkv, nkv, m, h);
     }
     void gate_up(const Layer& l) {
         int h = s.hidden, n = s.inter;
+        GemvInput in = input(o, l.norm2);
         launch(gemv_gate_up_silu, (n + GEMV_WARPS - 1) / GEMV_WARPS, GEMV_WARPS * 32,
-               (size_t)m * h * 2, (const bf16*)x, (const bf16*)l.gate, (const bf16*)l.up, act, m, n, h);
+               (size_t)m * h * 2, in.x, in.delta, in.norm, in.residual_out, in.eps,
+               (const bf16*)l.gate, (const bf16*)l.up, act, m, n, h);
     }
     void norm(bf16* delta, const bf16* w) {
         launch(add_rms_norm, m, NORM_THREADS, 0, residual, (const bf16*)delta, w, x, s.hidden, 1e-5f);
@@ -132,11 +148,11 @@ struct Step {
         int h = s.hidden, nq = s.heads * s.head_dim;
         for (size_t i = 0; i < layers.size(); i++) {
             const Layer& l = layers[i];
-            norm(i == 0 ? nullptr : down_out, l.norm1);
-            qkv(l);
+            if (!fused) norm(i == 0 ? nullptr : down_out, l.norm1);
+            qkv(l, i == 0 ? nullptr : down_out);
             launch(bench_attention, s.kv_heads, 256, 0, (const bf16*)q, attn, nq * m);
             linear(attn, l.wo, o, h, nq, false);
-            norm(o, l.norm2);
+            if (!fused) norm(o, l.norm2);
             gate_up(l);
             linear(act, l.down, down_out, h, s.inter, false);
         }
@@ -172,6 +188,7 @@ static Step make_step(Shape s, int m) {
     st.weight_bytes += 2 * (size_t)s.vocab * h;
     st.residual = alloc_bf16(m * h, seed++);
     st.residual0 = alloc_bf16(m * h, seed++);
+    st.residual_next = alloc_bf16(m * h, seed++);
     st.x = alloc_bf16(m * h, seed++);
     st.q = alloc_bf16(m * nq, seed++);
     st.k = alloc_bf16(m * nkv, seed++);
@@ -256,7 +273,7 @@ int main(int argc, char** argv) {
                 double ms = time_graph([&] {
                     for (int i = 0; i < reps; i++) {
                         switch (p) {
-                            case 0: st.qkv(l); break;
+                            case 0: st.qkv(l, nullptr); break;
                             case 1: st.linear(st.attn, l.wo, st.o, h, nq, false); break;
                             case 2: st.gate_up(l); break;
                             case 3: st.linear(st.act, l.down, st.down_out, h, s.inter, false); break;
@@ -267,18 +284,22 @@ int main(int argc, char** argv) {
                 printf(" %7.2f us %6.0f GB/s", ms * 1e3, prods[p].bytes / ms / 1e6);
                 printf("\n");
             }
-            // 2. The whole step.
+            // 2. The whole step, with the norms on their own and fused into the products.
             for (int round = 0; round < 3; round++) {
-                double ms = time_graph([&] { st.run(); }, 20, 7);
-                printf("step %7.3f ms  %6.0f GB/s  MBU %.1f%%  (%.0f tok/s at m = %d)\n", ms,
-                       st.weight_bytes / ms / 1e6, 100.0 * st.weight_bytes / ms / 1e6 / peak,
-                       m * 1e3 / ms, m);
+                for (bool fused : {false, true}) {
+                    if (fused && m != 1) continue;  // the engine fuses the norms at one row
+                    st.fused = fused;
+                    double ms = time_graph([&] { st.run(); }, 20, 7);
+                    printf("step, norms %-8s %7.3f ms  %6.0f GB/s  MBU %.1f%%  (%.0f tok/s at m = %d)\n",
+                           fused ? "fused" : "apart", ms, st.weight_bytes / ms / 1e6,
+                           100.0 * st.weight_bytes / ms / 1e6 / peak, m * 1e3 / ms, m);
+                }
             }
             CHECK(cudaDeviceSynchronize());
             for (Layer& l2 : st.layers)
                 for (bf16* p : {l2.wq, l2.wk, l2.wv, l2.wo, l2.gate, l2.up, l2.down, l2.norm1, l2.norm2})
                     CHECK(cudaFree(p));
-            for (bf16* p : {st.lm_head, st.final_norm, st.residual, st.residual0, st.x, st.q, st.k, st.v, st.attn, st.o,
+            for (bf16* p : {st.lm_head, st.final_norm, st.residual, st.residual0, st.residual_next, st.x, st.q, st.k, st.v, st.attn, st.o,
                             st.act, st.down_out})
                 CHECK(cudaFree(p));
             CHECK(cudaFree(st.logits));

@@ -181,6 +181,47 @@ pub trait Backend: Send {
             .collect()
     }
 
+    /// The RMSNorm (times `norm`) of the residual stream, after adding `delta` into it
+    /// when there is one: [`Backend::add_rms_norm`] or [`Backend::rms_norm`].
+    fn residual_norm(
+        &mut self,
+        residual: &mut Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        norm: &Self::Weight,
+    ) -> Result<Self::Tensor> {
+        match delta {
+            Some(delta) => self.add_rms_norm(residual, delta, norm),
+            None => self.rms_norm(residual, norm),
+        }
+    }
+
+    /// [`Backend::residual_norm`], then [`Backend::linear_many`] of its result: how every
+    /// attention block starts. A device backend may compute the norm inside the products.
+    fn norm_linear_many(
+        &mut self,
+        residual: &mut Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        norm: &Self::Weight,
+        weights: &[(&Self::Weight, Option<&Self::Weight>)],
+    ) -> Result<Vec<Self::Tensor>> {
+        let h = self.residual_norm(residual, delta, norm)?;
+        self.linear_many(&h, weights)
+    }
+
+    /// [`Backend::residual_norm`], then [`Backend::gated_up`] of its result: how every
+    /// MLP block starts. A device backend may compute the norm inside the products.
+    fn norm_gated_up(
+        &mut self,
+        residual: &mut Self::Tensor,
+        delta: Option<&Self::Tensor>,
+        norm: &Self::Weight,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+    ) -> Result<Self::Tensor> {
+        let h = self.residual_norm(residual, delta, norm)?;
+        self.gated_up(&h, gate, up)
+    }
+
     /// `silu(x · gateᵀ) * (x · upᵀ)`, the input half of the gated MLP; a device backend
     /// may fuse the two products and the activation.
     fn gated_up(

@@ -303,6 +303,37 @@ ATTENTION_ENTRY(paged_attention_256, 8)
 #define GQA_WARPS 8
 #define ATTN_MAX_SPLITS 16  // MAX_ATTENTION_SPLITS in mod.rs
 
+// The KV block ids of the keys of one iteration of `attention_gqa`, from key `first` on:
+// lane group `grp` takes keys first + u * KPW + grp (0 past k1).
+template <int U, int KPW>
+__device__ __forceinline__ void gqa_blocks(const u32* __restrict__ table, int first, int k1,
+                                           int grp, int block_size, u32 blk[U]) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int key = first + u * KPW + grp;
+        blk[u] = key < k1 ? table[key / block_size] : 0u;
+    }
+}
+
+// The keys and values of those keys (blocks `blk`): lane `sub` of a group loads 16 bytes
+// of the head. Keys at or past k1 are not loaded (zeros, live false).
+template <int U, int KPW, int D>
+__device__ __forceinline__ void gqa_kv(const bf16* __restrict__ k_cache,
+                                       const bf16* __restrict__ v_cache, const u32 blk[U],
+                                       int first, int k1, int grp, int sub, int kv_head,
+                                       int kv_width, int block_size, uint4 kw[U], uint4 vw[U],
+                                       bool live[U]) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int key = first + u * KPW + grp;
+        live[u] = key < k1;
+        size_t slot = (size_t)blk[u] * block_size + key % block_size;
+        size_t at = slot * kv_width + kv_head * D + sub * 8;
+        kw[u] = live[u] ? *(const uint4*)(k_cache + at) : make_uint4(0, 0, 0, 0);
+        vw[u] = live[u] ? *(const uint4*)(v_cache + at) : make_uint4(0, 0, 0, 0);
+    }
+}
+
 // As `attention`, but one block per (token, kv head) computes all G = n_heads /
 // n_kv_heads query heads that share it (G <= GMAX): each key and value is loaded once
 // for the group instead of once per query head, which divides the KV traffic of a
@@ -344,7 +375,7 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
     // load covers KPW keys; each lane group of LPK lanes keeps its own online softmax
     // over its keys, and the groups of a warp are merged at the end.
     constexpr int D = 32 * PER_LANE, LPK = D / 8, KPW = 32 / LPK;
-    constexpr int U = 4;  // warp loads in flight per iteration, per K and V
+    constexpr int U = 4;  // warp loads per iteration, per K and V
     constexpr int ITER_KEYS = KPW * U;
     int sub = lane % LPK, grp = lane / LPK;
     float qv[GMAX][8], acc[GMAX][8], m[GMAX], l[GMAX];
@@ -363,19 +394,18 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
         m[g] = NEG_INF;
         l[g] = 0.0f;
     }
-    for (int first = k0 + warp * ITER_KEYS; first < k1; first += GQA_WARPS * ITER_KEYS) {
-        uint4 kw[U], vw[U];
-        bool live[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int key = first + u * KPW + grp;
-            live[u] = key < k1;
-            size_t slot =
-                live[u] ? (size_t)table[key / block_size] * block_size + key % block_size : 0;
-            size_t at = slot * kv_width + kv_head * D + sub * 8;
-            kw[u] = live[u] ? *(const uint4*)(k_cache + at) : make_uint4(0, 0, 0, 0);
-            vw[u] = live[u] ? *(const uint4*)(v_cache + at) : make_uint4(0, 0, 0, 0);
-        }
+    // The block ids of an iteration's keys are read one iteration ahead, so that its key
+    // and value loads wait on one round trip to memory, not two (9% faster at 124
+    // sequences of 2,304 tokens, H100: attention_bench.cu).
+    constexpr int STRIDE = GQA_WARPS * ITER_KEYS;
+    uint4 kw[U], vw[U];
+    bool live[U];
+    u32 blk[U];
+    gqa_blocks<U, KPW>(table, k0 + warp * ITER_KEYS, k1, grp, block_size, blk);
+    for (int first = k0 + warp * ITER_KEYS; first < k1; first += STRIDE) {
+        gqa_kv<U, KPW, D>(k_cache, v_cache, blk, first, k1, grp, sub, kv_head, kv_width,
+                          block_size, kw, vw, live);
+        gqa_blocks<U, KPW>(table, first + STRIDE, k1, grp, block_size, blk);
         float vv[U][8];
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -523,8 +553,14 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
     if (threadIdx.x == 0) done[pair] = 0;
 }
 
-#define GQA_ENTRY(NAME, PER_LANE, GMAX)                                                        \
-    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32)                               \
+// Each head size and group bound comes in two builds: one that may use all the registers
+// it wants (one block per multiprocessor), for the split launches of small batches; and
+// `_x2`, held to 128 registers so that two blocks share a multiprocessor, for batches
+// whose (token, kv head) pairs fill the GPU. There a block spends most of its time waiting
+// for keys, and a second block's loads keep memory busy (1.5x faster measured at 256
+// sequences of 2,304 tokens, H100: attention_bench.cu).
+#define GQA_ENTRY(NAME, PER_LANE, GMAX, MIN_BLOCKS)                                            \
+    extern "C" __global__ void __launch_bounds__(GQA_WARPS * 32, MIN_BLOCKS)                   \
         NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache, bf16* out,               \
              const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
              const u32* block_tables, const u32* token_order, int n_heads, int n_kv_heads,     \
@@ -536,10 +572,14 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
                                       part_ml, done);                                          \
     }
 
-GQA_ENTRY(gqa_attention_64_4, 2, 4)
-GQA_ENTRY(gqa_attention_64_8, 2, 8)
-GQA_ENTRY(gqa_attention_128_4, 4, 4)
-GQA_ENTRY(gqa_attention_128_8, 4, 8)
+GQA_ENTRY(gqa_attention_64_4, 2, 4, 1)
+GQA_ENTRY(gqa_attention_64_8, 2, 8, 1)
+GQA_ENTRY(gqa_attention_128_4, 4, 4, 1)
+GQA_ENTRY(gqa_attention_128_8, 4, 8, 1)
+GQA_ENTRY(gqa_attention_64_4_x2, 2, 4, 2)
+GQA_ENTRY(gqa_attention_64_8_x2, 2, 8, 2)
+GQA_ENTRY(gqa_attention_128_4_x2, 4, 4, 2)
+GQA_ENTRY(gqa_attention_128_8_x2, 4, 8, 2)
 
 #define PF_ROWS 16
 #define PF_KEYS 64
@@ -706,6 +746,81 @@ __device__ __forceinline__ void stage_x(const bf16* __restrict__ x, uint4* xs, i
     __syncthreads();
 }
 
+// The input of a decode step's products, as the kernels take it: x itself, or (with
+// `norm`, for one row) the RMSNorm of the residual stream, which every block of the
+// product then computes for itself, so that the norm costs no launch of its own.
+struct GemvInput {
+    const bf16* x;             // x, or the residual stream
+    const bf16* delta;         // with `norm`: added into the residual first, or null
+    const bf16* norm;          // the norm's weight, or null for a plain x
+    bf16* residual_out;        // with a delta: where block 0 writes the updated residual
+    float eps;
+};
+
+// 16-byte chunks of the row per thread in a fused norm: rows of up to
+// NORM_CHUNKS * 8 * blockDim values (4,096 with the GEMV kernels' 256 threads).
+#define NORM_CHUNKS 2
+
+// Stages the product's input in shared memory. With a norm (one row) this is
+// add_rms_norm's arithmetic, rounding for rounding: r = bf16(residual + delta), then
+// bf16(weight * bf16(r / rms(r))); each thread loads its chunks of residual, delta and
+// weight at once and keeps them in registers. The residual goes to a separate buffer,
+// because the other blocks still read the old one.
+__device__ void stage_input(const GemvInput& in, uint4* xs, int m, int k8) {
+    if (in.norm == nullptr) {
+        stage_x(in.x, xs, m, k8);
+        return;
+    }
+    __shared__ float partial[32];
+    const uint4* res = (const uint4*)in.x;
+    const uint4* delta = (const uint4*)in.delta;
+    const uint4* weight = (const uint4*)in.norm;
+    uint4 a[NORM_CHUNKS], d[NORM_CHUNKS], w[NORM_CHUNKS];
+#pragma unroll
+    for (int j = 0; j < NORM_CHUNKS; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        bool here = c < k8;
+        a[j] = here ? res[c] : make_uint4(0, 0, 0, 0);
+        d[j] = here && delta != nullptr ? delta[c] : make_uint4(0, 0, 0, 0);
+        w[j] = here ? __ldg(weight + c) : make_uint4(0, 0, 0, 0);
+    }
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NORM_CHUNKS; j++) {
+        u32 aw[4] = {a[j].x, a[j].y, a[j].z, a[j].w}, dw[4] = {d[j].x, d[j].y, d[j].z, d[j].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float lo = __uint_as_float(aw[e] << 16), hi = __uint_as_float(aw[e] & 0xffff0000u);
+            if (delta != nullptr) {
+                lo = round_bf(lo + __uint_as_float(dw[e] << 16));
+                hi = round_bf(hi + __uint_as_float(dw[e] & 0xffff0000u));
+                aw[e] = (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xffff0000u);
+            }
+            sq += lo * lo + hi * hi;
+        }
+        a[j] = make_uint4(aw[0], aw[1], aw[2], aw[3]);
+        int c = threadIdx.x + j * blockDim.x;
+        if (delta != nullptr && blockIdx.x == 0 && c < k8) ((uint4*)in.residual_out)[c] = a[j];
+    }
+    float inv = rsqrtf(block_sum(sq, partial) / (float)(k8 * 8) + in.eps);
+#pragma unroll
+    for (int j = 0; j < NORM_CHUNKS; j++) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c >= k8) continue;
+        u32 aw[4] = {a[j].x, a[j].y, a[j].z, a[j].w}, ww[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            bf16 lo = f2bf(__uint_as_float(ww[e] << 16) *
+                           round_bf(__uint_as_float(aw[e] << 16) * inv));
+            bf16 hi = f2bf(__uint_as_float(ww[e] & 0xffff0000u) *
+                           round_bf(__uint_as_float(aw[e] & 0xffff0000u) * inv));
+            aw[e] = (u32)lo | ((u32)hi << 16);
+        }
+        xs[c] = make_uint4(aw[0], aw[1], aw[2], aw[3]);
+    }
+    __syncthreads();
+}
+
 // This lane's first GEMV_UNROLL 16-byte chunks of NW weight rows (zeros past k8, or for a
 // column past n). The products issue these before they stage x, so the first weights
 // are on their way while the block waits for x.
@@ -775,12 +890,12 @@ __device__ __forceinline__ void gemv_rows(const uint4* xs, const bf16* const* ro
 // in shared memory, then the sums. False for a warp past n (which
 // still takes part in staging x).
 template <int NW>
-__device__ __forceinline__ bool gemv_column(const bf16* __restrict__ x, const bf16* const* rows,
+__device__ __forceinline__ bool gemv_column(const GemvInput& in, const bf16* const* rows,
                                             bool live, int m, int k8, float acc[NW][GEMV_MAX_M]) {
     extern __shared__ uint4 xs[];
     uint4 wv[NW][GEMV_UNROLL];
     gemv_first<NW>(rows, k8, live, wv);
-    stage_x(x, xs, m, k8);
+    stage_input(in, xs, m, k8);
     if (!live) return false;
     gemv_rows<NW>(xs, rows, m, k8, wv, acc);
     return true;
@@ -797,7 +912,8 @@ extern "C" __global__ void gemv_small_m(const bf16* __restrict__ x, const bf16* 
     bool live = j < n;
     const bf16* rows[1] = {w + (size_t)(live ? j : 0) * k};
     float acc[1][GEMV_MAX_M];
-    if (!gemv_column<1>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
+    GemvInput in = {x, nullptr, nullptr, nullptr, 0.0f};
+    if (!gemv_column<1>(in, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) {
@@ -813,7 +929,9 @@ extern "C" __global__ void gemv_small_m(const bf16* __restrict__ x, const bf16* 
 // Up to three products of the same x in one launch (the query, key and value
 // projections): the first ceil(n0 / GEMV_WARPS) blocks compute w0's columns, the next
 // w1's, the rest w2's. Unused matrices have n = 0.
-extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __restrict__ w0,
+extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __restrict__ delta,
+                                      const bf16* __restrict__ norm, bf16* residual_out,
+                                      float eps, const bf16* __restrict__ w0,
                                       const bf16* __restrict__ w1, const bf16* __restrict__ w2,
                                       bf16* __restrict__ o0, bf16* __restrict__ o1,
                                       bf16* __restrict__ o2, int n0, int n1, int n2, int m,
@@ -838,7 +956,8 @@ extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __
     bool live = j < n;
     const bf16* rows[1] = {w + (size_t)(live ? j : 0) * k};
     float acc[1][GEMV_MAX_M];
-    if (!gemv_column<1>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
+    GemvInput in = {x, delta, norm, residual_out, eps};
+    if (!gemv_column<1>(in, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) o[(size_t)r * n + j] = f2bf(acc[0][r]);
@@ -848,7 +967,9 @@ extern "C" __global__ void gemv_multi(const bf16* __restrict__ x, const bf16* __
 // out = silu(x · gateᵀ) * (x · upᵀ) for decode-sized x: each warp computes column j of
 // both products and writes only the activation (rounded as the unfused ops would be).
 extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
-                                             const bf16* __restrict__ gate,
+                                             const bf16* __restrict__ delta,
+                                             const bf16* __restrict__ norm, bf16* residual_out,
+                                             float eps, const bf16* __restrict__ gate,
                                              const bf16* __restrict__ up,
                                              bf16* __restrict__ out, int m, int n, int k) {
     int j = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
@@ -856,7 +977,8 @@ extern "C" __global__ void gemv_gate_up_silu(const bf16* __restrict__ x,
     size_t row = (size_t)(live ? j : 0) * k;
     const bf16* rows[2] = {gate + row, up + row};
     float acc[2][GEMV_MAX_M];
-    if (!gemv_column<2>(x, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
+    GemvInput in = {x, delta, norm, residual_out, eps};
+    if (!gemv_column<2>(in, rows, live, m, k / 8, acc) || (threadIdx.x & 31) != 0) return;
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_M; r++) {
         if (r < m) {

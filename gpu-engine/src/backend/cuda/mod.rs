@@ -102,6 +102,8 @@ struct Kernels {
     /// Per-token attention with a block per kv head (all its query heads at once), for
     /// head sizes up to 64 and 128 and groups of up to 4 and 8 query heads.
     gqa_attention: [[CudaFunction; 2]; 2],
+    /// The same, held to two blocks per multiprocessor: for launches that are not split.
+    gqa_attention_x2: [[CudaFunction; 2]; 2],
     /// Tiled attention of steps with prefill chunks, for head sizes 64 and 128.
     prefill_attention: [CudaFunction; 2],
     gemv_small_m: CudaFunction,
@@ -244,6 +246,16 @@ impl CudaBackend {
             gqa_attention: [
                 [load("gqa_attention_64_4")?, load("gqa_attention_64_8")?],
                 [load("gqa_attention_128_4")?, load("gqa_attention_128_8")?],
+            ],
+            gqa_attention_x2: [
+                [
+                    load("gqa_attention_64_4_x2")?,
+                    load("gqa_attention_64_8_x2")?,
+                ],
+                [
+                    load("gqa_attention_128_4_x2")?,
+                    load("gqa_attention_128_8_x2")?,
+                ],
             ],
             prefill_attention: [
                 load("prefill_attention_64")?,

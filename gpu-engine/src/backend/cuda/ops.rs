@@ -27,6 +27,50 @@ const NORM_THREADS: u32 = 1024;
 /// Most bytes of x that `gemv_small_m` stages in shared memory (the default limit).
 const GEMV_MAX_X_BYTES: usize = 48 * 1024;
 
+/// Most values of a row whose norm the GEMV kernels compute themselves: NORM_CHUNKS
+/// 16-byte chunks per thread of a block.
+const FUSED_NORM_MAX_COLS: usize = 2 * 8 * GEMV_WARPS * 32;
+
+/// Whether the norm of `residual` is computed inside the products that take it: at one
+/// row (batch-1 decode), where a launch of its own costs more than its work. With more
+/// rows every block of a product would redo more of the norm than it saves (at 4 rows
+/// the 8B shape's step was 24% slower fused: gemv_bench.cu, H100).
+fn norm_fuses(residual: &CudaTensor) -> bool {
+    residual.rows == 1 && residual.cols <= FUSED_NORM_MAX_COLS
+}
+
+/// The input arguments of the GEMV kernels (their `GemvInput`): x itself, or the
+/// residual stream whose RMSNorm (after adding a delta) each block computes.
+#[derive(Debug, Clone, Copy)]
+struct GemvInput {
+    x: u64,
+    delta: u64,
+    norm: u64,
+    residual_out: u64,
+    eps: f32,
+}
+
+impl GemvInput {
+    fn plain(x: &CudaTensor) -> Self {
+        Self {
+            x: x.ptr(),
+            delta: 0,
+            norm: 0,
+            residual_out: 0,
+            eps: 0.0,
+        }
+    }
+
+    fn push<'a>(&'a self, launch: &mut cudarc::driver::LaunchArgs<'a>) {
+        launch
+            .arg(&self.x)
+            .arg(&self.delta)
+            .arg(&self.norm)
+            .arg(&self.residual_out)
+            .arg(&self.eps);
+    }
+}
+
 impl CudaBackend {
     fn norm(
         &mut self,
@@ -79,6 +123,130 @@ impl CudaBackend {
         unsafe { launch.launch(grid(out.rows * out.cols)) }
             .map_err(cuda_err("launching add_bias"))?;
         Ok(())
+    }
+
+    /// Whether `linear_many` of `x` goes through one `gemv_multi` launch.
+    fn gemv_many_fits(
+        &self,
+        x: &CudaTensor,
+        weights: &[(&CudaWeight, Option<&CudaWeight>)],
+    ) -> bool {
+        self.gemv_fits(x)
+            && (1..=3).contains(&weights.len())
+            && weights.iter().all(|(w, _)| w.cols == x.cols)
+    }
+
+    /// Whether `gated_up` of `x` goes through the fused `gemv_gate_up_silu`.
+    fn gated_up_fits(&self, x: &CudaTensor, gate: &CudaWeight, up: &CudaWeight) -> bool {
+        self.gemv_fits(x) && gate.cols == x.cols && up.cols == x.cols && gate.rows == up.rows
+    }
+
+    /// The input of a product that computes the residual's norm itself, and with a
+    /// delta the buffer the updated residual goes to (it replaces the residual once the
+    /// product is launched: the product's blocks still read the old one).
+    fn normed_input(
+        &mut self,
+        residual: &CudaTensor,
+        delta: Option<&CudaTensor>,
+        norm: &CudaWeight,
+    ) -> Result<(GemvInput, Option<CudaTensor>)> {
+        let hidden = self.dims.hidden_size;
+        self.check_width(residual, hidden, "a fused norm")?;
+        if let Some(delta) = delta {
+            self.check_width(delta, hidden, "a fused norm")?;
+            if delta.rows != residual.rows {
+                return Err(Error::InvalidSettings(
+                    "the residual and its delta differ in rows".into(),
+                ));
+            }
+        }
+        let next = delta
+            .map(|_| self.tensor(residual.rows, hidden, Dtype::Bf16))
+            .transpose()?;
+        let input = GemvInput {
+            x: residual.ptr(),
+            delta: delta.map_or(0, CudaTensor::ptr),
+            norm: norm.ptr,
+            residual_out: next.as_ref().map_or(0, CudaTensor::ptr),
+            eps: self.dims.rms_norm_eps,
+        };
+        Ok((input, next))
+    }
+
+    /// One `gemv_multi` launch: `x` (or its norm, see [`GemvInput`]) times each weight.
+    fn gemv_many(
+        &mut self,
+        input: GemvInput,
+        x: &CudaTensor,
+        weights: &[(&CudaWeight, Option<&CudaWeight>)],
+    ) -> Result<Vec<CudaTensor>> {
+        let outs = weights
+            .iter()
+            .map(|(w, _)| self.tensor(x.rows, w.rows, Dtype::Bf16))
+            .collect::<Result<Vec<_>>>()?;
+        // Missing matrices are passed as width 0 (their blocks do not exist).
+        let ptr = |i: usize| weights.get(i).map_or(0, |(w, _)| w.ptr);
+        let out_ptr = |i: usize| outs.get(i).map_or(0, CudaTensor::ptr);
+        let n = |i: usize| weights.get(i).map_or(0, |(w, _)| w.rows as i32);
+        let (w, o, widths) = (
+            [ptr(0), ptr(1), ptr(2)],
+            [out_ptr(0), out_ptr(1), out_ptr(2)],
+            [n(0), n(1), n(2)],
+        );
+        let (m, k) = (x.rows as i32, x.cols as i32);
+        let n_blocks: usize = weights
+            .iter()
+            .map(|(w, _)| w.rows.div_ceil(GEMV_WARPS))
+            .sum();
+        let config = self.gemv_config(x, n_blocks);
+        let mut launch = self.stream.launch_builder(&self.kernels.gemv_multi);
+        input.push(&mut launch);
+        for p in w.iter().chain(&o) {
+            launch.arg(p);
+        }
+        for n in &widths {
+            launch.arg(n);
+        }
+        launch.arg(&m).arg(&k);
+        // SAFETY: x (the input, or the residual and delta of a fused norm) holds m rows of
+        // k bf16 values (16-byte aligned, k a multiple of 8), a norm weight k values, a
+        // residual output m × k; each weight n_i rows of k, each output m × n_i; the
+        // blocks of an absent matrix are not launched.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_multi"))?;
+        for (out, (_, bias)) in outs.iter().zip(weights) {
+            if let Some(bias) = bias {
+                self.add_bias(out, bias)?;
+            }
+        }
+        Ok(outs)
+    }
+
+    /// One `gemv_gate_up_silu` launch: `silu(x · gateᵀ) * (x · upᵀ)` of `x` or its norm.
+    fn gemv_gated_up(
+        &mut self,
+        input: GemvInput,
+        x: &CudaTensor,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+    ) -> Result<CudaTensor> {
+        let out = self.tensor(x.rows, gate.rows, Dtype::Bf16)?;
+        let out_ptr = out.ptr();
+        let (m, n, k) = (x.rows as i32, gate.rows as i32, x.cols as i32);
+        let config = self.gemv_config(x, gate.rows.div_ceil(GEMV_WARPS));
+        let mut launch = self.stream.launch_builder(&self.kernels.gemv_gate_up_silu);
+        input.push(&mut launch);
+        launch
+            .arg(&gate.ptr)
+            .arg(&up.ptr)
+            .arg(&out_ptr)
+            .arg(&m)
+            .arg(&n)
+            .arg(&k);
+        // SAFETY: x (the input, or the residual and delta of a fused norm) holds m rows of
+        // k bf16 values (16-byte aligned, k a multiple of 8), a norm weight k values, a
+        // residual output m × k; gate and up n rows of k each, and `out` m × n values.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_gate_up_silu"))?;
+        Ok(out)
     }
 
     fn check_width(&self, x: &CudaTensor, cols: usize, op: &str) -> Result<()> {
@@ -265,58 +433,52 @@ impl Backend for CudaBackend {
         x: &CudaTensor,
         weights: &[(&CudaWeight, Option<&CudaWeight>)],
     ) -> Result<Vec<CudaTensor>> {
-        let fits = self.gemv_fits(x)
-            && (1..=3).contains(&weights.len())
-            && weights.iter().all(|(w, _)| w.cols == x.cols);
-        if !fits {
+        if !self.gemv_many_fits(x, weights) {
             return weights
                 .iter()
                 .map(|&(weight, bias)| self.linear(x, weight, bias))
                 .collect();
         }
-        let outs = weights
-            .iter()
-            .map(|(w, _)| self.tensor(x.rows, w.rows, Dtype::Bf16))
-            .collect::<Result<Vec<_>>>()?;
-        // Missing matrices are passed as width 0 (their blocks do not exist).
-        let ptr = |i: usize| weights.get(i).map_or(0, |(w, _)| w.ptr);
-        let out_ptr = |i: usize| outs.get(i).map_or(0, CudaTensor::ptr);
-        let n = |i: usize| weights.get(i).map_or(0, |(w, _)| w.rows as i32);
-        let args = (
-            x.ptr(),
-            [ptr(0), ptr(1), ptr(2)],
-            [out_ptr(0), out_ptr(1), out_ptr(2)],
-            [n(0), n(1), n(2)],
-            x.rows as i32,
-            x.cols as i32,
-        );
-        let n_blocks: usize = weights
-            .iter()
-            .map(|(w, _)| w.rows.div_ceil(GEMV_WARPS))
-            .sum();
-        let config = self.gemv_config(x, n_blocks);
-        let mut launch = self.stream.launch_builder(&self.kernels.gemv_multi);
-        launch.arg(&args.0);
-        for p in &args.1 {
-            launch.arg(p);
+        self.gemv_many(GemvInput::plain(x), x, weights)
+    }
+
+    fn norm_linear_many(
+        &mut self,
+        residual: &mut CudaTensor,
+        delta: Option<&CudaTensor>,
+        norm: &CudaWeight,
+        weights: &[(&CudaWeight, Option<&CudaWeight>)],
+    ) -> Result<Vec<CudaTensor>> {
+        if !(self.gemv_many_fits(residual, weights) && norm_fuses(residual)) {
+            let h = self.residual_norm(residual, delta, norm)?;
+            return self.linear_many(&h, weights);
         }
-        for p in &args.2 {
-            launch.arg(p);
-        }
-        for n in &args.3 {
-            launch.arg(n);
-        }
-        launch.arg(&args.4).arg(&args.5);
-        // SAFETY: x holds m rows of k bf16 values (16-byte aligned, k a multiple of 8),
-        // each weight n_i rows of k, each output m × n_i; the blocks of an absent matrix
-        // are not launched.
-        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_multi"))?;
-        for (out, (_, bias)) in outs.iter().zip(weights) {
-            if let Some(bias) = bias {
-                self.add_bias(out, bias)?;
-            }
+        let (input, next) = self.normed_input(residual, delta, norm)?;
+        let outs = self.gemv_many(input, residual, weights)?;
+        if let Some(next) = next {
+            *residual = next;
         }
         Ok(outs)
+    }
+
+    fn norm_gated_up(
+        &mut self,
+        residual: &mut CudaTensor,
+        delta: Option<&CudaTensor>,
+        norm: &CudaWeight,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+    ) -> Result<CudaTensor> {
+        if !(self.gated_up_fits(residual, gate, up) && norm_fuses(residual)) {
+            let h = self.residual_norm(residual, delta, norm)?;
+            return self.gated_up(&h, gate, up);
+        }
+        let (input, next) = self.normed_input(residual, delta, norm)?;
+        let out = self.gemv_gated_up(input, residual, gate, up)?;
+        if let Some(next) = next {
+            *residual = next;
+        }
+        Ok(out)
     }
 
     fn gated_up(
@@ -325,28 +487,12 @@ impl Backend for CudaBackend {
         gate: &CudaWeight,
         up: &CudaWeight,
     ) -> Result<CudaTensor> {
-        if !self.gemv_fits(x) || gate.cols != x.cols || up.cols != x.cols || gate.rows != up.rows {
+        if !self.gated_up_fits(x, gate, up) {
             let gate = self.linear(x, gate, None)?;
             let up = self.linear(x, up, None)?;
             return self.silu_mul(&gate, &up);
         }
-        let out = self.tensor(x.rows, gate.rows, Dtype::Bf16)?;
-        let (x_ptr, out_ptr) = (x.ptr(), out.ptr());
-        let (m, n, k) = (x.rows as i32, gate.rows as i32, x.cols as i32);
-        let config = self.gemv_config(x, gate.rows.div_ceil(GEMV_WARPS));
-        let mut launch = self.stream.launch_builder(&self.kernels.gemv_gate_up_silu);
-        launch
-            .arg(&x_ptr)
-            .arg(&gate.ptr)
-            .arg(&up.ptr)
-            .arg(&out_ptr)
-            .arg(&m)
-            .arg(&n)
-            .arg(&k);
-        // SAFETY: x holds m rows of k bf16 values (16-byte aligned, k a multiple of 8),
-        // gate and up n rows of k each, and `out` m × n values.
-        unsafe { launch.launch(config) }.map_err(cuda_err("launching gemv_gate_up_silu"))?;
-        Ok(out)
+        self.gemv_gated_up(GemvInput::plain(x), x, gate, up)
     }
 
     fn rope_store_kv(
@@ -467,21 +613,18 @@ impl Backend for CudaBackend {
         // shapes (and, for the parity checks, steps under gqa_min_blocks pairs).
         let pairs = per_token * d.n_kv_heads;
         let grouped_fits = matches!(d.head_dim, 64 | 128) && group <= 8;
+        let splits = super::attention_splits(pairs, self.split.target);
         let gqa = (grouped_fits && pairs >= self.gqa_min_blocks).then(|| {
-            let by_group = &self.kernels.gqa_attention[size_class];
-            if group <= 4 {
-                &by_group[0]
+            // Unsplit launches fill the GPU with pairs: two blocks per multiprocessor.
+            let builds = if splits == 1 {
+                &self.kernels.gqa_attention_x2
             } else {
-                &by_group[1]
-            }
+                &self.kernels.gqa_attention
+            };
+            &builds[size_class][usize::from(group > 4)]
         });
         let (kernel, heads_per_block, threads, splits) = match gqa {
-            Some(kernel) => (
-                kernel,
-                group,
-                GQA_THREADS,
-                super::attention_splits(pairs, self.split.target),
-            ),
+            Some(kernel) => (kernel, group, GQA_THREADS, splits),
             None => (
                 &self.kernels.paged_attention[size_class],
                 1,

@@ -4,7 +4,7 @@
 //! memory rather than from launch arguments, so the same launches (and a captured
 //! graph) serve any step of the same shape.
 
-use crate::backend::{KvLayout, StepBatch};
+use crate::backend::{KvLayout, SeqChunk, StepBatch};
 
 /// Query rows per tile of the prefill attention kernel (its PF_ROWS).
 pub const TILE_ROWS: usize = 16;
@@ -123,14 +123,14 @@ pub fn pack(
     // Everything a captured decode graph reads lies before the block tables, whose
     // length changes from step to step: its offsets depend only on the bucket size.
     offsets.token_order = out.len();
-    for pass_decodes in [true, false] {
-        for seq in batch
-            .seqs
-            .iter()
-            .filter(|s| (s.query_len == 1) == pass_decodes)
-        {
-            out.extend((seq.query_start..seq.query_start + seq.query_len).map(|t| t as u32));
-        }
+    // Decode tokens whose sequences start with the same KV block (a cached prefix) go
+    // next to each other: the attention blocks that read those keys then run at the same
+    // time, and all but the first find them in L2.
+    let mut decodes: Vec<&SeqChunk> = batch.seqs.iter().filter(|s| s.query_len == 1).collect();
+    decodes.sort_by_key(|s| s.block_table.first().copied().unwrap_or(u32::MAX));
+    out.extend(decodes.iter().map(|s| s.query_start as u32));
+    for seq in batch.seqs.iter().filter(|s| s.query_len > 1) {
+        out.extend((seq.query_start..seq.query_start + seq.query_len).map(|t| t as u32));
     }
     offsets.n_decode_tokens = batch.seqs.iter().filter(|s| s.query_len == 1).count();
     offsets.block_tables = out.len();
@@ -220,6 +220,24 @@ mod tests {
             ]
         };
         assert_eq!(fixed(a), fixed(b));
+    }
+
+    #[test]
+    fn decode_tokens_sharing_a_first_block_are_ordered_together() {
+        let kv = KvLayout {
+            n_blocks: 16,
+            block_size: 4,
+        };
+        let mut batch = StepBatch::default();
+        // Sequences 0 and 2 share their first block (a cached prefix), 1 and 3 another.
+        for (s, first) in [9u32, 4, 9, 4].into_iter().enumerate() {
+            batch.push_seq(&[1], 5, vec![first, 10 + s as u32], 4, true);
+        }
+        batch.push_seq(&[2, 3], 0, vec![15], 4, true);
+        let mut out = Vec::new();
+        let o = pack(&batch, kv, 100, &mut out).unwrap();
+        assert_eq!(out[o.token_order..o.token_order + 6], [1, 3, 0, 2, 4, 5]);
+        assert_eq!(o.n_decode_tokens, 4);
     }
 
     #[test]
