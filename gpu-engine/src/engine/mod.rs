@@ -86,8 +86,10 @@ pub struct Usage {
 /// What a request's stream carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenerateEvent {
-    /// New output text (never empty) and the tokens generated so far.
-    Text { delta: String, token_ids: Vec<u32> },
+    /// New output text (never empty).
+    Text { delta: String },
+    /// The end of the request, with every token it generated (an end-of-sequence token
+    /// left out).
     Finished {
         reason: FinishReason,
         usage: Usage,

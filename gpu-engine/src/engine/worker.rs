@@ -219,21 +219,17 @@ impl Worker {
         if finish.is_some() {
             delta.push_str(&active.text.finish());
         }
-        let mut token_ids = seq.output().to_vec();
-        if is_eos {
-            token_ids.pop();
-        }
-        if !delta.is_empty() {
-            let event = GenerateEvent::Text {
-                delta,
-                token_ids: token_ids.clone(),
-            };
-            if active.events.send(event).is_err() {
-                self.abort(id);
-                return;
-            }
+        // Only text goes out per token: the token ids go once, at the end (a copy of
+        // every id so far on each event would cost a long generation quadratic time).
+        if !delta.is_empty() && active.events.send(GenerateEvent::Text { delta }).is_err() {
+            self.abort(id);
+            return;
         }
         if let Some(reason) = finish {
+            let mut token_ids = seq.output().to_vec();
+            if is_eos {
+                token_ids.pop();
+            }
             let usage = Usage {
                 prompt_tokens: seq.n_prompt,
                 completion_tokens: n_output,
