@@ -27,25 +27,13 @@
 #include <vector>
 
 #include "../../gpu-engine/src/backend/cuda/kernels.cu"
-
-#define CHECK(x)                                                                          \
-    do {                                                                                  \
-        cudaError_t e_ = (x);                                                             \
-        if (e_ != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
+#include "bench_util.cuh"
 
 // bf16 values in [-1, 1) from a hash of the index.
 extern "C" __global__ void bench_fill_bf16(bf16* p, size_t n, u32 seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        u32 z = (u32)i * 2654435761u ^ seed;
-        z ^= z >> 15;
-        z *= 2246822519u;
-        z ^= z >> 13;
-        p[i] = f2bf((float)(z & 0xffffu) / 32768.0f - 1.0f);
+        p[i] = f2bf((float)(bench_hash(i, seed) & 0xffffu) / 32768.0f - 1.0f);
     }
 }
 

@@ -24,15 +24,7 @@
 #include <vector>
 
 #include "../../gpu-engine/src/backend/cuda/kernels.cu"
-
-#define CHECK(x)                                                                          \
-    do {                                                                                  \
-        cudaError_t e_ = (x);                                                             \
-        if (e_ != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
+#include "bench_util.cuh"
 
 // Stands in for RoPE + attention at a short context: reads q, writes out (one block per
 // kv head), so the next product waits on it as it would on the attention.
@@ -58,10 +50,7 @@ extern "C" __global__ void bench_read(const uint4* __restrict__ p, size_t n, flo
 extern "C" __global__ void bench_fill(u32* p, size_t n, u32 seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        u32 z = (u32)i * 2654435761u ^ seed;
-        z ^= z >> 15;
-        z *= 2246822519u;
-        z ^= z >> 13;
+        u32 z = bench_hash(i, seed);
         // two bf16 values in [-1/32, 1/32): sign, exponent 121..122, random mantissa
         u32 lo = (z & 0x807fu) | 0x3c80u, hi = ((z >> 16) & 0x807fu) | 0x3c80u;
         p[i] = lo | (hi << 16);
