@@ -176,20 +176,33 @@ impl EngineHandle {
             pool,
         );
         let (commands, receiver) = mpsc::channel(1024);
+        let (output, batches) = std::sync::mpsc::channel();
         let worker = worker::Worker::new(
             model,
             scheduler,
             codec.clone(),
             config.eos_token_ids.clone(),
             max_context,
+            output,
         );
-        std::thread::Builder::new()
-            .name("cachet-engine-worker".into())
-            .spawn(move || worker.run(receiver))
-            .map_err(|source| Error::Io {
-                path: "worker thread".into(),
-                source,
-            })?;
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(body)
+                .map(drop)
+                .map_err(|source| Error::Io {
+                    path: format!("{name} thread").into(),
+                    source,
+                })
+        };
+        spawn(
+            "cachet-engine-output",
+            Box::new(move || worker::deliver(batches)),
+        )?;
+        spawn(
+            "cachet-engine-worker",
+            Box::new(move || worker.run(receiver)),
+        )?;
         Ok(Self {
             commands,
             info: Arc::new(EngineInfo {
