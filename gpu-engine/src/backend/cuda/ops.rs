@@ -32,9 +32,10 @@ const GEMV_MAX_X_BYTES: usize = 48 * 1024;
 const FUSED_NORM_MAX_COLS: usize = 2 * 8 * GEMV_WARPS * 32;
 
 /// Whether the norm of `residual` is computed inside the products that take it: at one
-/// row (batch-1 decode), where a launch of its own costs more than its work. With more
-/// rows every block of a product would redo more of the norm than it saves (at 4 rows
-/// the 8B shape's step was 24% slower fused: gemv_bench.cu, H100).
+/// row (batch-1 decode), where a launch of its own costs more than its work, and the
+/// kernels' fused norm takes one row only. With more rows every block of a product
+/// redoes more of the norm than it saves: a first version that took up to 4 rows made
+/// the 8B shape's step 24% slower at 4 rows (gemv_bench.cu, H100).
 fn norm_fuses(residual: &CudaTensor) -> bool {
     residual.rows == 1 && residual.cols <= FUSED_NORM_MAX_COLS
 }
