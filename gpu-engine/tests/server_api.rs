@@ -113,10 +113,12 @@ async fn models_health_and_metrics() {
             .status(),
         200
     );
+    // Three prompt tokens: the first step is a mixed one (a prefill chunk), the second
+    // decode-only; a one-token prompt's first step would count as decode-only.
     s.post(
         "/v1/completions",
         None,
-        json!({"prompt": "w3", "max_tokens": 2}),
+        json!({"prompt": "w3 w4 w5", "max_tokens": 2}),
     )
     .await;
     let metrics = reqwest::get(format!("{}/metrics", s.url))
@@ -133,6 +135,7 @@ async fn models_health_and_metrics() {
         "cachet_engine_queue_length",
         "cachet_engine_ttft_seconds_bucket",
         "cachet_engine_step_forward_seconds_bucket{kind=\"mixed\"",
+        "cachet_engine_step_forward_seconds_bucket{kind=\"decode\"",
         "cachet_engine_step_host_seconds_bucket",
     ] {
         assert!(

@@ -112,8 +112,9 @@ pub struct EngineStats {
 }
 
 /// Where the worker's time went since it started: the model's forward passes, split
-/// into steps of decode tokens only and steps that carry a prefill chunk, and the host
-/// work around them (scheduling, bookkeeping, detokenizing, streaming), during which
+/// into decode-only steps (one query token per sequence, which includes the prefill of a
+/// one-token prompt) and mixed steps (some sequence has a prefill chunk of more tokens),
+/// and the host work around them (scheduling, bookkeeping, detokenizing), during which
 /// the device waits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepCounters {
