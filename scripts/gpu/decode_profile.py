@@ -47,32 +47,44 @@ def prefix_cmd(binary, folder, caching=True):
     return cmd if caching else cmd + ["--no-prefix-caching"]
 
 
-def steps_by_kind(rows):
+def sum_by_kernel(launches):
+    """(launches, ns) per kernel name of (name, ns) launches."""
+    per_kernel = collections.defaultdict(lambda: [0, 0.0])
+    for name, ns in launches:
+        per_kernel[name][0] += 1
+        per_kernel[name][1] += ns
+    return per_kernel
+
+
+def steps_by_kind(launches):
     """Splits the profiled launches into steps (each ends with its sampling kernel) and
     sums kernel time per name within decode-only and prefill-carrying steps."""
-    kinds = {"decode": [0, collections.defaultdict(lambda: [0, 0.0])],
-             "mixed": [0, collections.defaultdict(lambda: [0, 0.0])]}
+    steps = {"decode": [], "mixed": []}
     current = []
-    for name, ns in rows:
+    for name, ns in launches:
         current.append((name, ns))
         if name.startswith(STEP_END):
             kind = "mixed" if any(n.startswith("prefill") for n, _ in current) else "decode"
-            kinds[kind][0] += 1
-            for n, t in current:
-                kinds[kind][1][n][0] += 1
-                kinds[kind][1][n][1] += t
+            steps[kind].append(current)
             current = []
-    return kinds
+    return {kind: (len(done), sum_by_kernel(l for step in done for l in step))
+            for kind, done in steps.items()}
 
 
-def table(title, steps, per_kernel):
+def kernel_rows(steps, per_kernel):
+    """The per-kernel table over `steps` steps, largest share first."""
     total = sum(ns for _, ns in per_kernel.values())
-    out = [f"{title}: {steps} steps, kernel time per step {total / max(steps, 1) / 1e3:.1f} us",
-           f"{'kernel':<40} {'per step':>8} {'us/step':>9} {'share':>6}"]
+    out = [f"{'kernel':<40} {'per step':>8} {'us/step':>9} {'share':>6}"]
     for name, (n, ns) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
         out.append(f"{name[:40]:<40} {n / steps:8.1f} {ns / steps / 1e3:9.1f} "
                    f"{100 * ns / total:5.1f}%")
     return out
+
+
+def table(title, steps, per_kernel):
+    total = sum(ns for _, ns in per_kernel.values())
+    return ([f"{title}: {steps} steps, kernel time per step {total / steps / 1e3:.1f} us"]
+            + kernel_rows(steps, per_kernel))
 
 
 def bench_cmd(binary, folder, decode_tokens):
@@ -82,8 +94,9 @@ def bench_cmd(binary, folder, decode_tokens):
             "--ttft-cached-tokens", "128"]
 
 
-def ncu_rows(args, workload):
-    """Runs `workload` under Nsight Compute; writes kernels.csv and returns its rows."""
+def ncu_launches(args, workload):
+    """Runs `workload` under Nsight Compute; writes kernels.csv and returns its launches
+    in order, as (kernel name, ns)."""
     cmd = [args.ncu, "--clock-control", "none", "--cache-control", "none", "--graph-profiling",
            "node", "--metrics", "gpu__time_duration.sum", "--csv", "--page", "raw",
            "--launch-skip", str(args.skip), "--launch-count", str(args.count), *workload]
@@ -99,21 +112,23 @@ def ncu_rows(args, workload):
         writer = csv.writer(f)
         writer.writerow(keep)
         writer.writerows([row.get(k, "") for k in keep] for row in rows)
-    return rows
+    launches = []
+    for row in rows:
+        try:
+            launches.append((row["Kernel Name"],
+                             float(row["gpu__time_duration.sum"].replace(",", ""))))
+        except (KeyError, ValueError):
+            continue  # a units row, where ncu writes one
+    return launches
 
 
 def profile_prefix(args, folder):
     plain = subprocess.run(prefix_cmd(args.bin, folder), check=True, capture_output=True,
                            text=True).stdout
     summary = [json.loads(l) for l in plain.splitlines() if l.startswith("{")][-1]
-    rows = []
-    for row in ncu_rows(args, prefix_cmd(args.bin, folder)):
-        try:
-            rows.append((row["Kernel Name"], float(row["gpu__time_duration.sum"].replace(",", ""))))
-        except (KeyError, ValueError):
-            continue  # a units row
+    launches = ncu_launches(args, prefix_cmd(args.bin, folder))
     out = ["prefix-bench without profiler: " + json.dumps(summary), ""]
-    for kind, (steps, per_kernel) in steps_by_kind(rows).items():
+    for kind, (steps, per_kernel) in steps_by_kind(launches).items():
         if steps:
             out += table(f"{kind} steps in the window", steps, per_kernel) + [""]
     text = "\n".join(out)
@@ -150,16 +165,7 @@ def main():
     rate = float(re.search(r"decode batch 1: ([\d.]+) tokens/s", plain).group(1))
     step_us = 1e6 / rate
 
-    rows = ncu_rows(args, bench_cmd(args.bin, folder, 512))
-    per_kernel = collections.defaultdict(lambda: [0, 0.0])
-    for row in rows:  # a units row, where ncu writes one, fails the float() below
-        name = row["Kernel Name"]
-        try:
-            ns = float(row["gpu__time_duration.sum"].replace(",", ""))
-        except (KeyError, ValueError):
-            continue
-        per_kernel[name][0] += 1
-        per_kernel[name][1] += ns
+    per_kernel = sum_by_kernel(ncu_launches(args, bench_cmd(args.bin, folder, 512)))
     steps = max((n for name, (n, _) in per_kernel.items()
                  if name.startswith(STEP_END)), default=0)
     if steps == 0:
@@ -168,9 +174,7 @@ def main():
     out = [f"{args.shape}: bench without profiler {rate:.1f} tok/s = {step_us:.1f} us per step",
            f"window: {sum(n for n, _ in per_kernel.values())} kernels, {steps} decode steps; kernel time per step "
            f"{total / steps / 1e3:.1f} us (GPU idle or overlapping: {step_us - total / steps / 1e3:.1f} us)",
-           "", f"{'kernel':<40} {'per step':>8} {'us/step':>9} {'share':>6}"]
-    for name, (n, ns) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
-        out.append(f"{name[:40]:<40} {n / steps:8.1f} {ns / steps / 1e3:9.1f} {100 * ns / total:5.1f}%")
+           ""] + kernel_rows(steps, per_kernel)
     text = "\n".join(out)
     print(text)
     with open(os.path.join(args.out, "profile.txt"), "w") as f:
