@@ -142,15 +142,17 @@ impl CudaBackend {
         self.gemv_fits(x) && gate.cols == x.cols && up.cols == x.cols && gate.rows == up.rows
     }
 
-    /// The input of a product that computes the residual's norm itself, and with a
-    /// delta the buffer the updated residual goes to (it replaces the residual once the
-    /// product is launched: the product's blocks still read the old one).
-    fn normed_input(
+    /// Launches a product (`launch`: `gemv_many` or `gemv_gated_up`) that computes the
+    /// norm of the residual (after adding `delta`) itself. With a delta the updated
+    /// residual goes to a new buffer, which replaces the residual only once the product
+    /// is launched: the product's blocks still read the old one.
+    fn with_fused_norm<T>(
         &mut self,
-        residual: &CudaTensor,
+        residual: &mut CudaTensor,
         delta: Option<&CudaTensor>,
         norm: &CudaWeight,
-    ) -> Result<(GemvInput, Option<CudaTensor>)> {
+        launch: impl FnOnce(&mut Self, GemvInput, &CudaTensor) -> Result<T>,
+    ) -> Result<T> {
         let hidden = self.dims.hidden_size;
         self.check_width(residual, hidden, "a fused norm")?;
         if let Some(delta) = delta {
@@ -171,7 +173,11 @@ impl CudaBackend {
             residual_out: next.as_ref().map_or(0, CudaTensor::ptr),
             eps: self.dims.rms_norm_eps,
         };
-        Ok((input, next))
+        let out = launch(self, input, residual)?;
+        if let Some(next) = next {
+            *residual = next;
+        }
+        Ok(out)
     }
 
     /// One `gemv_multi` launch: `x` (or its norm, see [`GemvInput`]) times each weight.
@@ -454,12 +460,9 @@ impl Backend for CudaBackend {
             let h = self.residual_norm(residual, delta, norm)?;
             return self.linear_many(&h, weights);
         }
-        let (input, next) = self.normed_input(residual, delta, norm)?;
-        let outs = self.gemv_many(input, residual, weights)?;
-        if let Some(next) = next {
-            *residual = next;
-        }
-        Ok(outs)
+        self.with_fused_norm(residual, delta, norm, |b, input, x| {
+            b.gemv_many(input, x, weights)
+        })
     }
 
     fn norm_gated_up(
@@ -474,12 +477,9 @@ impl Backend for CudaBackend {
             let h = self.residual_norm(residual, delta, norm)?;
             return self.gated_up(&h, gate, up);
         }
-        let (input, next) = self.normed_input(residual, delta, norm)?;
-        let out = self.gemv_gated_up(input, residual, gate, up)?;
-        if let Some(next) = next {
-            *residual = next;
-        }
-        Ok(out)
+        self.with_fused_norm(residual, delta, norm, |b, input, x| {
+            b.gemv_gated_up(input, x, gate, up)
+        })
     }
 
     fn gated_up(
