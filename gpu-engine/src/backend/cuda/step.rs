@@ -132,7 +132,7 @@ pub fn pack(
     for seq in batch.seqs.iter().filter(|s| s.query_len > 1) {
         out.extend((seq.query_start..seq.query_start + seq.query_len).map(|t| t as u32));
     }
-    offsets.n_decode_tokens = batch.seqs.iter().filter(|s| s.query_len == 1).count();
+    offsets.n_decode_tokens = decodes.len();
     offsets.block_tables = out.len();
     for seq in &batch.seqs {
         out.extend_from_slice(&seq.block_table);
