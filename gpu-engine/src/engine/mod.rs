@@ -147,6 +147,18 @@ pub struct EngineInfo {
     pub codec: Arc<TextCodec>,
 }
 
+/// Starts a named thread.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(drop)
+        .map_err(|source| Error::Io {
+            path: format!("{name} thread").into(),
+            source,
+        })
+}
+
 /// A cloneable async handle to the engine's worker thread.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
@@ -186,24 +198,8 @@ impl EngineHandle {
             max_context,
             output,
         );
-        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(body)
-                .map(drop)
-                .map_err(|source| Error::Io {
-                    path: format!("{name} thread").into(),
-                    source,
-                })
-        };
-        spawn(
-            "cachet-engine-output",
-            Box::new(move || worker::deliver(batches)),
-        )?;
-        spawn(
-            "cachet-engine-worker",
-            Box::new(move || worker.run(receiver)),
-        )?;
+        spawn("cachet-engine-output", move || worker::deliver(batches))?;
+        spawn("cachet-engine-worker", move || worker.run(receiver))?;
         Ok(Self {
             commands,
             info: Arc::new(EngineInfo {
