@@ -114,11 +114,12 @@ async fn models_health_and_metrics() {
         200
     );
     // Three prompt tokens: the first step is a mixed one (a prefill chunk), the second
-    // decode-only; a one-token prompt's first step would count as decode-only.
+    // decode-only; a one-token prompt's first step would count as decode-only. The
+    // second step must happen: an end-of-sequence token sampled first would skip it.
     s.post(
         "/v1/completions",
         None,
-        json!({"prompt": "w3 w4 w5", "max_tokens": 2}),
+        json!({"prompt": "w3 w4 w5", "max_tokens": 2, "temperature": 0, "ignore_eos": true}),
     )
     .await;
     let metrics = reqwest::get(format!("{}/metrics", s.url))
