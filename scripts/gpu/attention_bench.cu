@@ -14,7 +14,10 @@
 // a group next to each other, as the engine orders them), and for sequences that share
 // nothing: the time of one launch (median of 9 runs of 20 launches, replayed from a
 // graph), the KV bytes the tokens attend to over that time, and the bytes of distinct KV
-// blocks over it. Every launch's output is checked against the per-query-head kernel.
+// blocks over it. The sorted batch is also run as the engine cascades it: each tile of
+// neighbours that share a prefix reads it once (`cascade_attention`), and the `_x2` build
+// reads each token's own keys and merges. Every launch's output is checked against the
+// per-query-head kernel.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -47,7 +50,31 @@ static float bf16_host(bf16 x) {
 struct Layout {
     std::vector<u32> positions, token_seq, table_offset, tables, order;
     size_t distinct_blocks = 0;
+    // Cascade tiles (as `pack` in cuda/step.rs cuts them): slots of (first place in the
+    // order, tokens, shared keys), and each place's key start.
+    std::vector<u32> tiles, key_start;
 };
+
+// Neighbours in `order` of the same group share its prefix: tiles of up to `per_tile`.
+static void cut_tiles(Layout& l, int prefix, int block_size, int per_tile) {
+    int n = (int)l.order.size();
+    l.tiles.assign(3 * (n / 2), 0);
+    l.key_start.assign(n, 0);
+    auto first_block = [&](int i) { return l.tables[l.table_offset[l.order[i]]]; };
+    int slot = 0;
+    for (int i = 0; i < n;) {
+        int end = i + 1;
+        while (end < n && end - i < per_tile && first_block(end) == first_block(i)) end++;
+        if (end - i >= 2 && prefix >= 64) {
+            l.tiles[3 * slot] = (u32)i;
+            l.tiles[3 * slot + 1] = (u32)(end - i);
+            l.tiles[3 * slot + 2] = (u32)(prefix / block_size * block_size);
+            slot++;
+            for (int p = i; p < end; p++) l.key_start[p] = (u32)(prefix / block_size * block_size);
+        }
+        i = end;
+    }
+}
 
 // `tokens` sequences of prefix + suffix keys; groups of `per_group` share the prefix blocks
 // (per_group = 1: nothing shared). Batch order interleaves the groups at random.
@@ -121,9 +148,11 @@ int main(int argc, char** argv) {
         const char* name;
         int per_group;
         bool sorted;
-    } cases[] = {{"shared prefix, batch order", per_group, false},
-                 {"shared prefix, sorted by first block", per_group, true},
-                 {"nothing shared", 1, false}};
+        bool cascade;
+    } cases[] = {{"shared prefix, batch order", per_group, false, false},
+                 {"shared prefix, sorted by first block", per_group, true, false},
+                 {"shared prefix, cascade", per_group, true, true},
+                 {"nothing shared", 1, false, false}};
     int ctx = prefix + suffix;
     size_t kv_width = (size_t)n_kv_heads * head_dim;
     size_t max_blocks = (size_t)tokens * ((ctx + block_size - 1) / block_size + 1);
@@ -141,24 +170,39 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&part_ml, (size_t)pairs * splits * 4 * 2 * 4));
     CHECK(cudaMalloc(&done, (size_t)pairs * 4));
     CHECK(cudaMemset(done, 0, (size_t)pairs * 4));
+    float *prefix_acc, *prefix_ml;
+    CHECK(cudaMalloc(&prefix_acc, (size_t)tokens * n_heads * head_dim * 4));
+    CHECK(cudaMalloc(&prefix_ml, (size_t)tokens * n_heads * 2 * 4));
     cudaStream_t stream;
     CHECK(cudaStreamCreate(&stream));
     float scale = 1.0f / sqrtf((float)head_dim);
     for (const Case& c : cases) {
         Layout l = make_layout(tokens, c.per_group, prefix, suffix, block_size, c.sorted, rng);
+        // The cascade merges into unsplit launches only, as in the engine.
+        if (c.cascade && splits > 1) continue;
+        cut_tiles(l, prefix, block_size, PF_ROWS / (n_heads / n_kv_heads));
         u32 *positions = upload(l.positions), *token_seq = upload(l.token_seq),
             *table_offset = upload(l.table_offset), *tables = upload(l.tables),
-            *order = upload(l.order);
+            *order = upload(l.order), *tiles = upload(l.tiles), *key_start = upload(l.key_start);
+        int slots = tokens / 2;
         for (const Build& build : builds) {
+            if (c.cascade && &build == &builds[0]) continue;  // the engine's unsplit build only
             auto kernel = build.kernel;
             dim3 grid(tokens, n_kv_heads, splits);
             cudaGraph_t graph;
             cudaGraphExec_t exec;
             CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-            for (int i = 0; i < 20; i++)
+            for (int i = 0; i < 20; i++) {
+                if (c.cascade && slots > 0)
+                    (head_dim == 64 ? cascade_attention_64 : cascade_attention_128)<<<
+                        dim3(slots, n_kv_heads), PF_THREADS, 0, stream>>>(
+                        q, k_cache, v_cache, positions, token_seq, table_offset, tables, tiles,
+                        order, n_heads, n_kv_heads, block_size, scale, prefix_acc, prefix_ml);
                 kernel<<<grid, GQA_WARPS * 32, 0, stream>>>(
                     q, k_cache, v_cache, out, positions, token_seq, table_offset, tables, order,
-                    n_heads, n_kv_heads, head_dim, block_size, scale, part_acc, part_ml, done);
+                    n_heads, n_kv_heads, head_dim, block_size, scale, part_acc, part_ml, done,
+                    c.cascade ? key_start : nullptr, prefix_acc, prefix_ml);
+            }
             CHECK(cudaStreamEndCapture(stream, &graph));
             CHECK(cudaGraphInstantiate(&exec, graph, 0));
             cudaEvent_t a, b;
@@ -205,7 +249,8 @@ int main(int argc, char** argv) {
             cudaGraphExecDestroy(exec);
             cudaGraphDestroy(graph);
         }
-        for (u32* p : {positions, token_seq, table_offset, tables, order}) cudaFree(p);
+        for (u32* p : {positions, token_seq, table_offset, tables, order, tiles, key_start})
+            cudaFree(p);
     }
     return 0;
 }

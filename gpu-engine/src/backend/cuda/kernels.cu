@@ -356,7 +356,9 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
                               const u32* __restrict__ token_order, int n_heads, int n_kv_heads,
                               int head_dim, int block_size, float scale,
                               float* __restrict__ part_acc, float* __restrict__ part_ml,
-                              u32* __restrict__ done) {
+                              u32* __restrict__ done, const u32* __restrict__ key_start,
+                              const float* __restrict__ prefix_acc,
+                              const float* __restrict__ prefix_ml) {
     __shared__ float warp_m[GQA_WARPS][GMAX], warp_l[GQA_WARPS][GMAX];
     __shared__ float warp_acc[GQA_WARPS][GMAX][32 * PER_LANE];
     __shared__ int last_block;
@@ -366,8 +368,11 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
     int G = n_heads / n_kv_heads;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int n_keys = (int)positions[t] + 1;
-    int run = (n_keys + n_splits - 1) / n_splits;
-    int k0 = split * run, k1 = min(n_keys, k0 + run);
+    // With a cascade (see `cascade_attention`), keys before key_start were done for the
+    // token's whole tile, and this block takes the rest.
+    int k_lo = key_start != nullptr ? (int)key_start[blockIdx.x] : 0;
+    int run = (n_keys - k_lo + n_splits - 1) / n_splits;
+    int k0 = k_lo + split * run, k1 = min(n_keys, k0 + run);
     const u32* table = block_tables + seq_table_offset[token_seq[t]];
     int kv_width = n_kv_heads * head_dim;
 
@@ -495,6 +500,17 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
         }
         bf16* out_head = out + ((size_t)t * n_heads + kv_head * G + g) * head_dim;
         size_t part = (pair * n_splits + split) * GMAX + g;
+        // The cascade's part of the keys (unsplit launches only: the host cascades only
+        // batches that fill the GPU), weighed against this block's as two splits are.
+        size_t row = (size_t)blockIdx.x * n_heads + kv_head * G + g;
+        float w_own = 1.0f, w_prefix = 0.0f;
+        if (k_lo > 0) {
+            float m_p = prefix_ml[2 * row], l_p = prefix_ml[2 * row + 1];
+            float m_tot = fmaxf(m_all, m_p);
+            w_own = l_all > 0.0f ? expf(m_all - m_tot) : 0.0f;
+            w_prefix = l_p > 0.0f ? expf(m_p - m_tot) : 0.0f;
+            l_all = l_all * w_own + l_p * w_prefix;
+        }
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++) {
             int d = lane + 32 * i;
@@ -502,6 +518,7 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
                 float o = 0.0f;
                 for (int w = 0; w < GQA_WARPS; w++) o += warp_acc[w][g][d] * weight[w];
                 if (n_splits == 1) {
+                    if (k_lo > 0) o = o * w_own + prefix_acc[row * head_dim + d] * w_prefix;
                     out_head[d] = f2bf(o / l_all);
                 } else {
                     part_acc[part * (32 * PER_LANE) + d] = o;
@@ -565,11 +582,12 @@ __device__ void attention_gqa(const bf16* __restrict__ q, const bf16* __restrict
              const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
              const u32* block_tables, const u32* token_order, int n_heads, int n_kv_heads,     \
              int head_dim, int block_size, float scale, float* part_acc, float* part_ml,       \
-             u32* done) {                                                                      \
+             u32* done, const u32* key_start, const float* prefix_acc,                         \
+             const float* prefix_ml) {                                                         \
         attention_gqa<PER_LANE, GMAX>(q, k_cache, v_cache, out, positions, token_seq,          \
                                       seq_table_offset, block_tables, token_order, n_heads,    \
                                       n_kv_heads, head_dim, block_size, scale, part_acc,       \
-                                      part_ml, done);                                          \
+                                      part_ml, done, key_start, prefix_acc, prefix_ml);        \
     }
 
 GQA_ENTRY(gqa_attention_64_4, 2, 4, 1)
@@ -585,24 +603,36 @@ GQA_ENTRY(gqa_attention_128_8_x2, 4, 8, 2)
 #define PF_KEYS 64
 #define PF_THREADS 128
 
-// Attention for steps with prefill chunks: one block per (query tile, head), a tile
-// being up to PF_ROWS consecutive query tokens of one sequence (the host's tile list).
-// The block walks its sequence's keys PF_KEYS at a time: the keys and values are
-// loaded once into shared memory for all the tile's rows (the per-token kernel above
-// reads them again for every token), scores and the online softmax are per row, and
-// causality is a per-row limit (a token at position p sees keys 0..=p). Thread
-// (r, s) = (tid / 8, tid % 8) owns row r, score columns s, s + 8, ... of a key tile and
-// the 32-bit words (pairs of dimensions) s, s + 8, ... of the output. Shared rows are
-// padded by one word so that the 8 threads of a row hit 8 different banks.
-template <int D>
-__device__ void prefill_attention(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
-                                  const bf16* __restrict__ v_cache, bf16* __restrict__ out,
-                                  const u32* __restrict__ positions,
-                                  const u32* __restrict__ token_seq,
-                                  const u32* __restrict__ seq_table_offset,
-                                  const u32* __restrict__ block_tables,
-                                  const u32* __restrict__ tiles, int n_heads, int n_kv_heads,
-                                  int block_size, float scale) {
+// Attention over a tile of query rows that read the same keys: one block per tile, the
+// block walking those keys PF_KEYS at a time. The keys and values are loaded once into
+// shared memory for all the tile's rows (the per-token kernels read them again for every
+// row); scores and the online softmax are per row. Thread (r, s) = (tid / 8, tid % 8)
+// owns row r, score columns s, s + 8, ... of a key tile and the 32-bit words (pairs of
+// dimensions) s, s + 8, ... of the output. Shared rows are padded by one word so that
+// the 8 threads of a row hit 8 different banks.
+//
+// Two kinds of tile (CASCADE):
+// - prefill: up to PF_ROWS consecutive query tokens of one sequence, for one query head
+//   (block (tile, head)); causality is a per-row limit (a token at position p sees keys
+//   0..=p), and the block writes the normalised output.
+// - cascade: decode tokens whose sequences share their first KV blocks (a cached
+//   prefix), for one kv head (block (tile, kv head)); a row is one (token, query head of
+//   the group) pair, and every row sees the tile's shared keys. The block leaves each
+//   row's unnormalised output and softmax max and sum in `prefix_acc` / `prefix_ml`
+//   (indexed by the token's place in the token order), and `attention_gqa` merges them
+//   with the token's own keys. The shared keys are read once for up to PF_ROWS rows
+//   instead of once per token.
+template <int D, bool CASCADE>
+__device__ void tile_attention(const bf16* __restrict__ q, const bf16* __restrict__ k_cache,
+                               const bf16* __restrict__ v_cache, bf16* __restrict__ out,
+                               const u32* __restrict__ positions,
+                               const u32* __restrict__ token_seq,
+                               const u32* __restrict__ seq_table_offset,
+                               const u32* __restrict__ block_tables,
+                               const u32* __restrict__ tiles,
+                               const u32* __restrict__ token_order, int n_heads,
+                               int n_kv_heads, int block_size, float scale,
+                               float* __restrict__ prefix_acc, float* __restrict__ prefix_ml) {
     constexpr int KS = D / 2 + 1;   // u32 words per shared key / value row
     constexpr int QS = D + 2;       // floats per shared query row
     constexpr int WORDS = D / 16;   // output words per thread
@@ -610,19 +640,41 @@ __device__ void prefill_attention(const bf16* __restrict__ q, const bf16* __rest
     __shared__ u32 vs[PF_KEYS * KS];
     __shared__ float qs[PF_ROWS * QS];
     __shared__ float ps[PF_ROWS * (PF_KEYS + 1)];
-    int tile = blockIdx.x, h = blockIdx.y;
-    int first = (int)tiles[2 * tile], n_rows = (int)tiles[2 * tile + 1];
-    const u32* table = block_tables + seq_table_offset[token_seq[first]];
-    int kv_head = h / (n_heads / n_kv_heads);
+    int G = n_heads / n_kv_heads;
     int kv_width = n_kv_heads * D;
     int tid = threadIdx.x, r = tid >> 3, s = tid & 7;
+    // Tile entries: (first token, rows) for prefill; (first place in the token order,
+    // tokens, shared keys) for cascade, where an empty entry (0 tokens) pads a graph's
+    // fixed grid.
+    int first, n_rows, n_keys, kv_head, my_last;
+    if (CASCADE) {
+        const u32* e = tiles + 3 * blockIdx.x;
+        first = (int)e[0];
+        n_rows = (int)e[1] * G;
+        n_keys = (int)e[2];
+        kv_head = blockIdx.y;
+        my_last = r < n_rows ? n_keys - 1 : -1;
+    } else {
+        first = (int)tiles[2 * blockIdx.x];
+        n_rows = (int)tiles[2 * blockIdx.x + 1];
+        n_keys = (int)positions[first + n_rows - 1] + 1;
+        kv_head = blockIdx.y / G;
+        my_last = r < n_rows ? (int)positions[first + r] : -1;
+    }
+    if (n_rows == 0) return;
+    // The query row (in q and out) of tile row `row`.
+    auto q_row = [&](int row) -> size_t {
+        if (CASCADE) {
+            return (size_t)token_order[first + row / G] * n_heads + kv_head * G + row % G;
+        }
+        return (size_t)(first + row) * n_heads + blockIdx.y;
+    };
+    const u32* table =
+        block_tables + seq_table_offset[token_seq[CASCADE ? token_order[first] : first]];
     for (int i = tid; i < PF_ROWS * D; i += PF_THREADS) {
         int row = i / D, d = i % D;
-        qs[row * QS + d] =
-            row < n_rows ? bf2f(q[((size_t)(first + row) * n_heads + h) * D + d]) * scale : 0.0f;
+        qs[row * QS + d] = row < n_rows ? bf2f(q[q_row(row) * D + d]) * scale : 0.0f;
     }
-    int my_last = r < n_rows ? (int)positions[first + r] : -1;
-    int n_keys = (int)positions[first + n_rows - 1] + 1;
     float m = NEG_INF, l = 0.0f;
     float acc[2 * WORDS];
 #pragma unroll
@@ -698,15 +750,29 @@ __device__ void prefill_attention(const bf16* __restrict__ q, const bf16* __rest
             }
         }
     }
-    if (r < n_rows) {
-        bf16* o = out + ((size_t)(first + r) * n_heads + h) * D;
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    if (r >= n_rows) return;
+    if (CASCADE) {
+        size_t row = (size_t)(first + r / G) * n_heads + kv_head * G + r % G;
+        float* o = prefix_acc + row * D;
 #pragma unroll
         for (int j = 0; j < WORDS; j++) {
             int w = s + 8 * j;
-            o[2 * w] = f2bf(acc[2 * j] * inv);
-            o[2 * w + 1] = f2bf(acc[2 * j + 1] * inv);
+            o[2 * w] = acc[2 * j];
+            o[2 * w + 1] = acc[2 * j + 1];
         }
+        if (s == 0) {
+            prefix_ml[2 * row] = m;
+            prefix_ml[2 * row + 1] = l;
+        }
+        return;
+    }
+    bf16* o = out + q_row(r) * D;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int j = 0; j < WORDS; j++) {
+        int w = s + 8 * j;
+        o[2 * w] = f2bf(acc[2 * j] * inv);
+        o[2 * w + 1] = f2bf(acc[2 * j + 1] * inv);
     }
 }
 
@@ -716,12 +782,28 @@ __device__ void prefill_attention(const bf16* __restrict__ q, const bf16* __rest
              const u32* positions, const u32* token_seq, const u32* seq_table_offset,          \
              const u32* block_tables, const u32* tiles, int n_heads, int n_kv_heads,           \
              int block_size, float scale) {                                                    \
-        prefill_attention<D>(q, k_cache, v_cache, out, positions, token_seq, seq_table_offset, \
-                             block_tables, tiles, n_heads, n_kv_heads, block_size, scale);     \
+        tile_attention<D, false>(q, k_cache, v_cache, out, positions, token_seq,               \
+                                 seq_table_offset, block_tables, tiles, nullptr, n_heads,      \
+                                 n_kv_heads, block_size, scale, nullptr, nullptr);             \
     }
 
 PREFILL_ENTRY(prefill_attention_64, 64)
 PREFILL_ENTRY(prefill_attention_128, 128)
+
+// The cascade's shared-prefix part (see `tile_attention`): block (tile, kv head).
+#define CASCADE_ENTRY(NAME, D)                                                                 \
+    extern "C" __global__ void __launch_bounds__(PF_THREADS)                                   \
+        NAME(const bf16* q, const bf16* k_cache, const bf16* v_cache, const u32* positions,    \
+             const u32* token_seq, const u32* seq_table_offset, const u32* block_tables,       \
+             const u32* tiles, const u32* token_order, int n_heads, int n_kv_heads,            \
+             int block_size, float scale, float* prefix_acc, float* prefix_ml) {               \
+        tile_attention<D, true>(q, k_cache, v_cache, nullptr, positions, token_seq,            \
+                                seq_table_offset, block_tables, tiles, token_order, n_heads,   \
+                                n_kv_heads, block_size, scale, prefix_acc, prefix_ml);         \
+    }
+
+CASCADE_ENTRY(cascade_attention_64, 64)
+CASCADE_ENTRY(cascade_attention_128, 128)
 
 #define GEMV_MAX_M 8
 #define GEMV_WARPS 8

@@ -87,6 +87,60 @@ impl SplitScratch {
     }
 }
 
+/// Most decode tokens a step cascades (see [`step::CascadePlan`]): the largest graph
+/// bucket twice over. The scratch holds one output row per (token, query head).
+const CASCADE_MAX_DECODES: usize = 512;
+
+/// Where `cascade_attention` leaves its part of each decode token's attention for the
+/// per-token kernel to merge.
+struct CascadeScratch {
+    plan: step::CascadePlan,
+    /// Unnormalised outputs, [place in the token order][query head][head_dim] f32.
+    acc: CudaSlice<f32>,
+    /// Softmax max and sum of each.
+    ml: CudaSlice<f32>,
+}
+
+impl CascadeScratch {
+    /// The plan for `dims`: tiles as large as the tiled kernel's rows allow, for decode
+    /// batches whose grouped launch is not split (at least `fewest_pairs` (token, kv
+    /// head) pairs). `enabled` false (or a model the grouped kernel does not take)
+    /// plans no cascade and allocates nothing.
+    fn new(
+        stream: &Arc<CudaStream>,
+        dims: &ModelDims,
+        fewest_pairs: usize,
+        enabled: bool,
+    ) -> Result<Self> {
+        let group = dims.n_heads / dims.n_kv_heads;
+        let grouped = matches!(dims.head_dim, 64 | 128) && group <= GQA_MAX_GROUP;
+        let plan = step::CascadePlan {
+            tokens_per_tile: if enabled && grouped {
+                step::TILE_ROWS / group
+            } else {
+                0
+            },
+            min_decodes: fewest_pairs.div_ceil(dims.n_kv_heads).max(2),
+            max_decodes: CASCADE_MAX_DECODES,
+        };
+        let rows = if plan.tokens_per_tile >= 2 {
+            CASCADE_MAX_DECODES * dims.n_heads
+        } else {
+            1
+        };
+        let alloc = |n: usize| {
+            stream
+                .alloc_zeros::<f32>(n)
+                .map_err(cuda_err("allocating the cascade attention scratch"))
+        };
+        Ok(Self {
+            plan,
+            acc: alloc(rows * dims.head_dim)?,
+            ml: alloc(rows * 2)?,
+        })
+    }
+}
+
 /// Widest row the norm kernel holds in registers (NORM_THREADS × NORM_PER_THREAD).
 const MAX_NORM_COLS: usize = 12 * 1024;
 
@@ -106,6 +160,8 @@ struct Kernels {
     gqa_attention_x2: [[CudaFunction; 2]; 2],
     /// Tiled attention of steps with prefill chunks, for head sizes 64 and 128.
     prefill_attention: [CudaFunction; 2],
+    /// The shared-prefix part of decode attention, for head sizes 64 and 128.
+    cascade_attention: [CudaFunction; 2],
     gemv_small_m: CudaFunction,
     gemv_multi: CudaFunction,
     gemv_gate_up_silu: CudaFunction,
@@ -153,6 +209,7 @@ pub struct CudaBackend {
     /// batch over more blocks; the parity checks set it high to test the per-head kernel).
     gqa_min_blocks: usize,
     split: SplitScratch,
+    cascade: CascadeScratch,
     graphs: Graphs,
     /// The bucket being captured, between begin_step and end_capture.
     capturing: Option<usize>,
@@ -261,6 +318,10 @@ impl CudaBackend {
                 load("prefill_attention_64")?,
                 load("prefill_attention_128")?,
             ],
+            cascade_attention: [
+                load("cascade_attention_64")?,
+                load("cascade_attention_128")?,
+            ],
             gemv_small_m: load("gemv_small_m")?,
             gemv_multi: load("gemv_multi")?,
             gemv_gate_up_silu: load("gemv_gate_up_silu")?,
@@ -273,6 +334,14 @@ impl CudaBackend {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(cuda_err("reading the multiprocessor count"))?;
         let split = SplitScratch::new(&stream, multiprocessors as usize)?;
+        let gqa_min_blocks = std::env::var("CACHET_ENGINE_GQA_MIN_BLOCKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(GQA_MIN_BLOCKS);
+        // $CACHET_ENGINE_CASCADE=0 turns the cascade off (for A/B runs and parity checks).
+        let cascade_on = std::env::var("CACHET_ENGINE_CASCADE").map_or(true, |v| v != "0");
+        let cascade =
+            CascadeScratch::new(&stream, &dims, split.target.max(gqa_min_blocks), cascade_on)?;
         // One block more than the scheduler's pool: the scratch block of graph padding.
         let per_layer = (kv.n_blocks + 1) * kv.block_size * dims.n_kv_heads * dims.head_dim;
         let mut k_cache = Vec::with_capacity(dims.n_layers);
@@ -319,11 +388,9 @@ impl CudaBackend {
             ids_host,
             sampling,
             use_graphs,
-            gqa_min_blocks: std::env::var("CACHET_ENGINE_GQA_MIN_BLOCKS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(GQA_MIN_BLOCKS),
+            gqa_min_blocks,
             split,
+            cascade,
             graphs: Graphs::default(),
             capturing: None,
             bucket: None,
@@ -364,7 +431,13 @@ impl CudaBackend {
         if self.in_flight {
             self.sync()?;
         }
-        let mut offsets = step::pack(batch, self.kv, self.dims.vocab_size, &mut self.packed)?;
+        let mut offsets = step::pack(
+            batch,
+            self.kv,
+            self.dims.vocab_size,
+            self.cascade.plan,
+            &mut self.packed,
+        )?;
         self.n_real_rows = offsets.n_logit_rows;
         self.bucket = if self.use_graphs {
             graph::bucket_for(batch)
@@ -382,6 +455,7 @@ impl CudaBackend {
                 &padded,
                 with_scratch,
                 self.dims.vocab_size,
+                self.cascade.plan,
                 &mut self.packed,
             )?;
         }

@@ -256,6 +256,62 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// The shared-prefix part of the step's decode attention: one block per (cascade
+    /// tile slot, kv head), empty slots returning at once.
+    fn launch_cascade(&self, layer: usize, q: &CudaTensor) -> Result<()> {
+        let d = &self.dims;
+        let o = self.step.offsets;
+        let kernel = match d.head_dim {
+            64 => &self.kernels.cascade_attention[0],
+            128 => &self.kernels.cascade_attention[1],
+            other => {
+                return Err(Error::InvalidSettings(format!(
+                    "no cascade attention kernel for head size {other}"
+                )));
+            }
+        };
+        let args: [u64; 9] = [
+            q.ptr(),
+            raw_ptr(&self.k_cache[layer], &self.stream),
+            raw_ptr(&self.v_cache[layer], &self.stream),
+            self.step_ptr(o.positions),
+            self.step_ptr(o.token_seq),
+            self.step_ptr(o.seq_table_offset),
+            self.step_ptr(o.block_tables),
+            self.step_ptr(o.cascade_tiles),
+            self.step_ptr(o.token_order),
+        ];
+        let (n_heads, n_kv_heads, block_size) = (
+            d.n_heads as i32,
+            d.n_kv_heads as i32,
+            self.kv.block_size as i32,
+        );
+        let scale = 1.0 / (d.head_dim as f32).sqrt();
+        let prefix_acc = raw_ptr(&self.cascade.acc, &self.stream);
+        let prefix_ml = raw_ptr(&self.cascade.ml, &self.stream);
+        let mut launch = self.stream.launch_builder(kernel);
+        for ptr in &args {
+            launch.arg(ptr);
+        }
+        launch
+            .arg(&n_heads)
+            .arg(&n_kv_heads)
+            .arg(&block_size)
+            .arg(&scale)
+            .arg(&prefix_acc)
+            .arg(&prefix_ml);
+        let config = LaunchConfig {
+            grid_dim: (o.n_cascade_slots as u32, d.n_kv_heads as u32, 1),
+            block_dim: (PREFILL_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: every tile lies inside the step's decode tokens, whose first keys its
+        // members' block tables share (built in pack, checked against the pool there);
+        // the scratch holds CASCADE_MAX_DECODES tokens' rows, and pack plans no more.
+        unsafe { launch.launch(config) }.map_err(cuda_err("launching cascade_attention"))?;
+        Ok(())
+    }
+
     fn check_width(&self, x: &CudaTensor, cols: usize, op: &str) -> Result<()> {
         if x.cols != cols || x.dtype != Dtype::Bf16 {
             return Err(Error::InvalidSettings(format!(
@@ -637,6 +693,18 @@ impl Backend for CudaBackend {
         let part_acc = raw_ptr(&self.split.acc, &self.stream);
         let part_ml = raw_ptr(&self.split.ml, &self.stream);
         let done = raw_ptr(&self.split.done, &self.stream);
+        let prefix_acc = raw_ptr(&self.cascade.acc, &self.stream);
+        let prefix_ml = raw_ptr(&self.cascade.ml, &self.stream);
+        // The step's cascade tiles (planned for exactly these launches: grouped, unsplit)
+        // read their shared keys first; the per-token kernel then reads the rest and
+        // merges. A null key_start has it read every key.
+        let cascade = o.n_cascade_slots > 0 && gqa.is_some() && splits == 1;
+        let key_start = if cascade {
+            self.launch_cascade(layer, q)?;
+            self.step_ptr(o.key_start)
+        } else {
+            0u64
+        };
         let mut launch = self.stream.launch_builder(kernel);
         for ptr in &leading {
             launch.arg(ptr);
@@ -649,7 +717,13 @@ impl Backend for CudaBackend {
             .arg(&block_size)
             .arg(&scale);
         if gqa.is_some() {
-            launch.arg(&part_acc).arg(&part_ml).arg(&done);
+            launch
+                .arg(&part_acc)
+                .arg(&part_ml)
+                .arg(&done)
+                .arg(&key_start)
+                .arg(&prefix_acc)
+                .arg(&prefix_ml);
         }
         let config = LaunchConfig {
             grid_dim: (

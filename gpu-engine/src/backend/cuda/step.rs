@@ -6,9 +6,34 @@
 
 use crate::backend::{KvLayout, SeqChunk, StepBatch};
 
-/// Query rows per tile of the prefill attention kernel (its PF_ROWS).
-pub const TILE_ROWS: usize = 16;
 use crate::{Error, Result};
+
+/// Query rows per tile of the tiled attention kernel (its PF_ROWS).
+pub const TILE_ROWS: usize = 16;
+
+/// Fewest shared keys worth a cascade tile: one key tile of the kernel (its PF_KEYS).
+pub const CASCADE_MIN_KEYS: usize = 64;
+
+/// Which decode tokens `pack` groups into cascade tiles: tokens whose sequences share
+/// their first KV blocks (a cached prefix) have those keys read once for the tile by
+/// `cascade_attention`, and only their own keys by the per-token kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CascadePlan {
+    /// Most tokens per tile: [`TILE_ROWS`] / query heads per kv head. Below 2, the
+    /// backend does not cascade (no grouped kernel for the model's heads, or turned off).
+    pub tokens_per_tile: usize,
+    /// Fewest decode tokens a step needs: the per-token launch must be the grouped
+    /// kernel's unsplit one, which is what merges the cascade's part.
+    pub min_decodes: usize,
+    /// Most decode tokens a step may have: the size of the backend's scratch.
+    pub max_decodes: usize,
+}
+
+impl CascadePlan {
+    fn applies(&self, n_decodes: usize) -> bool {
+        self.tokens_per_tile >= 2 && n_decodes >= self.min_decodes && n_decodes <= self.max_decodes
+    }
+}
 
 /// Offsets (in `u32`s) of each part of the packed step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,6 +58,15 @@ pub struct StepOffsets {
     /// the tiled kernel, and all of them otherwise.
     pub token_order: usize,
     pub n_decode_tokens: usize,
+    /// For each decode token, in token order: the keys it leaves to its cascade tile
+    /// (0 for none). Set only when `n_cascade_slots` > 0.
+    pub key_start: usize,
+    /// Cascade tiles, `n_cascade_slots` entries of (first place in the token order,
+    /// tokens, shared keys); the unused ones are zeros, so that a graph's fixed grid of
+    /// `n_cascade_slots` blocks per kv head serves any step of its bucket.
+    pub cascade_tiles: usize,
+    pub n_cascade_slots: usize,
+    pub n_cascade_tiles: usize,
     /// Whether some sequence has more than one query token (a prefill chunk).
     pub has_prefill: bool,
     pub n_tokens: usize,
@@ -45,6 +79,7 @@ pub fn pack(
     batch: &StepBatch,
     kv: KvLayout,
     vocab_size: usize,
+    cascade: CascadePlan,
     out: &mut Vec<u32>,
 ) -> Result<StepOffsets> {
     let n = batch.n_tokens();
@@ -123,16 +158,36 @@ pub fn pack(
     // Everything a captured decode graph reads lies before the block tables, whose
     // length changes from step to step: its offsets depend only on the bucket size.
     offsets.token_order = out.len();
-    // Decode tokens whose sequences start with the same KV block (a cached prefix) go
-    // next to each other: the attention blocks that read those keys then run at the same
-    // time, and all but the first find them in L2.
+    // Decode tokens in the order of their block tables: sequences that share leading KV
+    // blocks (a cached prefix) sit next to each other, the longest shared runs closest,
+    // which is what the cascade tiles are cut from.
     let mut decodes: Vec<&SeqChunk> = batch.seqs.iter().filter(|s| s.query_len == 1).collect();
-    decodes.sort_by_key(|s| s.block_table.first().copied().unwrap_or(u32::MAX));
+    decodes.sort_by(|a, b| a.block_table.cmp(&b.block_table));
     out.extend(decodes.iter().map(|s| s.query_start as u32));
     for seq in batch.seqs.iter().filter(|s| s.query_len > 1) {
         out.extend((seq.query_start..seq.query_start + seq.query_len).map(|t| t as u32));
     }
     offsets.n_decode_tokens = decodes.len();
+    if cascade.applies(decodes.len()) {
+        offsets.key_start = out.len();
+        out.resize(out.len() + decodes.len(), 0);
+        offsets.cascade_tiles = out.len();
+        offsets.n_cascade_slots = decodes.len() / 2;
+        out.resize(out.len() + 3 * offsets.n_cascade_slots, 0);
+        let tiles = cascade_tiles(
+            &decodes,
+            &batch.positions,
+            kv.block_size,
+            cascade.tokens_per_tile,
+        );
+        for (i, tile) in tiles.iter().enumerate() {
+            let entry = offsets.cascade_tiles + 3 * i;
+            out[entry..entry + 3].copy_from_slice(&[tile.first, tile.len, tile.keys]);
+            let starts = offsets.key_start + tile.first as usize;
+            out[starts..starts + tile.len as usize].fill(tile.keys);
+        }
+        offsets.n_cascade_tiles = tiles.len();
+    }
     offsets.block_tables = out.len();
     for seq in &batch.seqs {
         out.extend_from_slice(&seq.block_table);
@@ -150,6 +205,62 @@ pub fn pack(
     Ok(offsets)
 }
 
+/// Decode tokens (places `first..first + len` of the token order) whose sequences share
+/// their first `keys` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CascadeTile {
+    first: u32,
+    len: u32,
+    keys: u32,
+}
+
+/// Cuts `decodes` (sorted by block table) into tiles of 2 to `per_tile` neighbours that
+/// share at least [`CASCADE_MIN_KEYS`] keys in whole blocks. A tile's shared keys stop
+/// before each member's own last key, so that the per-token kernel always has a key of
+/// its own; a neighbour that would shorten what the tile's members share starts
+/// another tile instead.
+fn cascade_tiles(
+    decodes: &[&SeqChunk],
+    positions: &[u32],
+    block_size: usize,
+    per_tile: usize,
+) -> Vec<CascadeTile> {
+    // Whole blocks before the token's own (last) key.
+    let own = |s: &SeqChunk| positions[s.query_start] as usize / block_size;
+    let common = |a: &SeqChunk, b: &SeqChunk| {
+        let same = a
+            .block_table
+            .iter()
+            .zip(&b.block_table)
+            .take_while(|(x, y)| x == y)
+            .count();
+        same.min(own(a)).min(own(b))
+    };
+    let mut tiles = Vec::new();
+    let mut i = 0;
+    while i < decodes.len() {
+        let mut shared = 0;
+        let mut end = i + 1;
+        while end < decodes.len() && end - i < per_tile {
+            let with = common(decodes[i], decodes[end]);
+            if with * block_size < CASCADE_MIN_KEYS || (end > i + 1 && with < shared) {
+                break;
+            }
+            shared = with;
+            end += 1;
+        }
+        if end - i >= 2 {
+            tiles.push(CascadeTile {
+                first: i as u32,
+                len: (end - i) as u32,
+                keys: (shared * block_size) as u32,
+            });
+        }
+        i = end;
+    }
+    tiles
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +268,19 @@ mod tests {
     const KV: KvLayout = KvLayout {
         n_blocks: 8,
         block_size: 4,
+    };
+
+    const NO_CASCADE: CascadePlan = CascadePlan {
+        tokens_per_tile: 0,
+        min_decodes: 0,
+        max_decodes: 0,
+    };
+
+    /// Tiles of up to 4 tokens (a group of 4 query heads), from 2 decode tokens on.
+    const CASCADE: CascadePlan = CascadePlan {
+        tokens_per_tile: 4,
+        min_decodes: 2,
+        max_decodes: 64,
     };
 
     fn two_seqs() -> StepBatch {
@@ -170,7 +294,7 @@ mod tests {
     #[test]
     fn packs_tokens_sequences_and_block_tables() {
         let mut out = Vec::new();
-        let o = pack(&two_seqs(), KV, 100, &mut out).unwrap();
+        let o = pack(&two_seqs(), KV, 100, NO_CASCADE, &mut out).unwrap();
         let part = |start: usize, len: usize| out[start..start + len].to_vec();
         assert_eq!(part(o.token_ids, 4), vec![5, 6, 7, 9]);
         assert_eq!(part(o.positions, 4), vec![4, 5, 6, 2]);
@@ -201,7 +325,7 @@ mod tests {
                 batch.push_seq(&[1], table_len as usize * 4 - 1, table, 4, true);
             }
             let mut out = Vec::new();
-            let o = pack(&batch, kv, 100, &mut out).unwrap();
+            let o = pack(&batch, kv, 100, CASCADE, &mut out).unwrap();
             (o, out[o.token_order..o.token_order + 3].to_vec())
         };
         let ((a, order_a), (b, order_b)) = (decode(1), decode(4));
@@ -216,9 +340,13 @@ mod tests {
                 o.seq_table_offset,
                 o.logit_rows,
                 o.token_order,
+                o.key_start,
+                o.cascade_tiles,
+                o.n_cascade_slots,
                 o.block_tables,
             ]
         };
+        assert_eq!(a.n_cascade_slots, 1);
         assert_eq!(fixed(a), fixed(b));
     }
 
@@ -235,9 +363,108 @@ mod tests {
         }
         batch.push_seq(&[2, 3], 0, vec![15], 4, true);
         let mut out = Vec::new();
-        let o = pack(&batch, kv, 100, &mut out).unwrap();
+        let o = pack(&batch, kv, 100, NO_CASCADE, &mut out).unwrap();
         assert_eq!(out[o.token_order..o.token_order + 6], [1, 3, 0, 2, 4, 5]);
         assert_eq!(o.n_decode_tokens, 4);
+    }
+
+    /// Decode sequences with the given block tables, each at the last slot of its table
+    /// but `short` slots (block size 16), and a prefill chunk after them.
+    fn decodes_with_tables(tables: &[Vec<u32>], short: usize) -> StepBatch {
+        let mut batch = StepBatch::default();
+        for table in tables {
+            let position = table.len() * 16 - 1 - short;
+            batch.push_seq(&[1], position, table.clone(), 16, true);
+        }
+        batch.push_seq(&[2, 3], 0, vec![99], 16, true);
+        batch
+    }
+
+    fn packed_cascade(batch: &StepBatch, plan: CascadePlan) -> (StepOffsets, Vec<u32>) {
+        let kv = KvLayout {
+            n_blocks: 128,
+            block_size: 16,
+        };
+        let mut out = Vec::new();
+        let o = pack(batch, kv, 100, plan, &mut out).unwrap();
+        (o, out)
+    }
+
+    #[test]
+    fn cascade_tiles_take_neighbours_that_share_leading_blocks() {
+        let prefix: Vec<u32> = (0..8).collect(); // 128 keys
+        let with = |own: u32| [prefix.clone(), vec![own]].concat();
+        let tables = vec![
+            with(50),                                       // 0: prefix A
+            vec![60, 61, 62, 63, 64],                       // 1: shares nothing
+            with(51),                                       // 2: prefix A
+            with(52),                                       // 3: prefix A
+            [&prefix[..4], &[70, 71, 72, 73, 74]].concat(), // 4: only 4 blocks of A
+            with(53),                                       // 5: prefix A
+            with(54),                                       // 6: prefix A
+        ];
+        let (o, out) = packed_cascade(&decodes_with_tables(&tables, 0), CASCADE);
+        // Sorted by table: the five full sharers, then 4 (it sorts after them), then 1.
+        let order = &out[o.token_order..o.token_order + 7];
+        assert_eq!(order, [0, 2, 3, 5, 6, 4, 1]);
+        assert_eq!(o.n_cascade_slots, 3);
+        assert_eq!(o.n_cascade_tiles, 2);
+        let tiles = &out[o.cascade_tiles..o.cascade_tiles + 9];
+        // Four full sharers (tile size 4), then the fifth with token 4: 4 blocks shared.
+        assert_eq!(tiles, [0, 4, 128, 4, 2, 64, 0, 0, 0]);
+        let starts = &out[o.key_start..o.key_start + 7];
+        assert_eq!(starts, [128, 128, 128, 128, 64, 64, 0]);
+        // The prefill chunk's token keeps its place after the decode tokens.
+        assert_eq!(out[o.token_order + 7..o.token_order + 9], [7, 8]);
+    }
+
+    #[test]
+    fn cascade_leaves_each_token_its_own_last_key() {
+        // Both sequences sit at the first slot of their 9th block, which they share: the
+        // tile stops before it, at 8 blocks, though 9 blocks are the same.
+        let table: Vec<u32> = (0..9).collect();
+        let batch = decodes_with_tables(&[table.clone(), table], 15);
+        let (o, out) = packed_cascade(&batch, CASCADE);
+        assert_eq!(out[o.cascade_tiles..o.cascade_tiles + 3], [0, 2, 128]);
+        // Fewer shared keys than one key tile of the kernel: no tile.
+        let short = decodes_with_tables(&[vec![0, 1, 2, 3, 4], vec![0, 1, 2, 9, 9]], 0);
+        let (o, out) = packed_cascade(&short, CASCADE);
+        assert_eq!(o.n_cascade_tiles, 0);
+        assert_eq!(out[o.key_start..o.key_start + 2], [0, 0]);
+    }
+
+    #[test]
+    fn cascade_only_for_the_batches_its_plan_covers() {
+        let table: Vec<u32> = (0..9).collect();
+        let batch = decodes_with_tables(&[table.clone(), table.clone(), table], 0);
+        for (plan, slots) in [
+            (CASCADE, 1),
+            (NO_CASCADE, 0),
+            (
+                CascadePlan {
+                    min_decodes: 4,
+                    ..CASCADE
+                },
+                0,
+            ),
+            (
+                CascadePlan {
+                    max_decodes: 2,
+                    ..CASCADE
+                },
+                0,
+            ),
+            (
+                CascadePlan {
+                    tokens_per_tile: 1,
+                    ..CASCADE
+                },
+                0,
+            ),
+        ] {
+            let (o, _) = packed_cascade(&batch, plan);
+            assert_eq!(o.n_cascade_slots, slots, "{plan:?}");
+        }
     }
 
     #[test]
@@ -250,12 +477,16 @@ mod tests {
             n_blocks: 4,
             block_size: 16,
         };
-        let o = pack(&batch, kv, 100, &mut out).unwrap();
+        let o = pack(&batch, kv, 100, NO_CASCADE, &mut out).unwrap();
         let tiles = out[o.tiles..o.tiles + 2 * o.n_tiles].to_vec();
         assert_eq!(tiles, vec![0, 16, 16, 16, 32, 8]);
         let mut decode = StepBatch::default();
         decode.push_seq(&[2], 7, vec![3], 16, true);
-        assert!(!pack(&decode, kv, 100, &mut out).unwrap().has_prefill);
+        assert!(
+            !pack(&decode, kv, 100, NO_CASCADE, &mut out)
+                .unwrap()
+                .has_prefill
+        );
     }
 
     #[test]
@@ -263,7 +494,9 @@ mod tests {
         let mut out = Vec::new();
         let check = |batch: StepBatch, vocab: usize| {
             let mut out = Vec::new();
-            pack(&batch, KV, vocab, &mut out).unwrap_err().to_string()
+            pack(&batch, KV, vocab, NO_CASCADE, &mut out)
+                .unwrap_err()
+                .to_string()
         };
         assert!(check(two_seqs(), 9).contains("vocabulary"));
         let mut batch = two_seqs();
@@ -275,6 +508,6 @@ mod tests {
         let mut batch = two_seqs();
         batch.seqs[0].context_len = 5;
         assert!(check(batch, 100).contains("past its sequence"));
-        assert!(pack(&two_seqs(), KV, 100, &mut out).is_ok());
+        assert!(pack(&two_seqs(), KV, 100, NO_CASCADE, &mut out).is_ok());
     }
 }
