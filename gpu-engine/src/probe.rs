@@ -44,6 +44,12 @@ pub struct ProbeArgs {
     chunk_tokens: usize,
     #[arg(long, default_value_t = 16)]
     block_size: usize,
+    /// Prompts that begin with the same whole blocks of tokens as the first prompt take
+    /// those blocks' KV from it, as the prefix cache would hand them out: the first
+    /// prompt prefills them before the others start. Decode batches of sequences that
+    /// share blocks are what the CUDA backend's cascade attention serves.
+    #[arg(long)]
+    share_prefix: bool,
     /// Folder for result.json (the tokens) and logits-<i>.bin (little-endian f32,
     /// [new_tokens, vocab] per prompt).
     #[arg(long)]
@@ -54,6 +60,8 @@ struct Seq {
     prompt: Vec<u32>,
     table: Vec<u32>,
     prefilled: usize,
+    /// Tokens of the first prompt's KV this one reads: it waits until they exist.
+    borrowed: usize,
     tokens: Vec<u32>,
     logits: Vec<f32>,
 }
@@ -87,11 +95,15 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
                 prompt,
                 table,
                 prefilled: 0,
+                borrowed: 0,
                 tokens: Vec::new(),
                 logits: Vec::new(),
             }
         })
         .collect();
+    if args.share_prefix {
+        share_prefix(&mut seqs, bs);
+    }
     let kv = KvLayout {
         n_blocks: next_block as usize,
         block_size: bs,
@@ -102,8 +114,14 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     loop {
         let mut batch = StepBatch::default();
         let mut sampled = Vec::new();
+        let mut chunked = Vec::new();
+        let first_prefilled = seqs[0].prefilled;
         for (index, seq) in seqs.iter().enumerate() {
+            if seq.borrowed > first_prefilled {
+                continue;
+            }
             if seq.prefilled < seq.prompt.len() {
+                chunked.push(index);
                 let end = (seq.prefilled + args.chunk_tokens).min(seq.prompt.len());
                 let done = end == seq.prompt.len();
                 let chunk = &seq.prompt[seq.prefilled..end];
@@ -121,7 +139,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         if batch.seqs.is_empty() {
             break;
         }
-        for seq in seqs.iter_mut() {
+        for &index in &chunked {
+            let seq = &mut seqs[index];
             seq.prefilled = (seq.prefilled + args.chunk_tokens).min(seq.prompt.len());
         }
         n_steps += 1;
@@ -142,6 +161,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let shared_tokens: usize = seqs.iter().map(|s| s.borrowed).sum();
     std::fs::create_dir_all(&args.out)?;
     for (i, seq) in seqs.iter().enumerate().filter(|_| !args.greedy_on_device) {
         let path = args.out.join(format!("logits-{i}.bin"));
@@ -155,6 +175,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         "device": device.to_string(),
         "vocab_size": config.vocab_size,
         "steps": n_steps,
+        "shared_prefix_tokens": shared_tokens,
         "elapsed_s": elapsed,
         "prompts": seqs.iter().map(|s| serde_json::json!({
             "prompt_len": s.prompt.len(),
@@ -167,4 +188,60 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         seqs.len()
     );
     Ok(())
+}
+
+/// Points every later prompt's leading blocks at the first prompt's where their tokens
+/// are the same, in whole blocks and short of the prompt's last token (whose logits it
+/// computes itself).
+fn share_prefix(seqs: &mut [Seq], block_size: usize) {
+    let Some((first, rest)) = seqs.split_first_mut() else {
+        return;
+    };
+    for seq in rest {
+        let same = first
+            .prompt
+            .iter()
+            .zip(&seq.prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let blocks = same.min(seq.prompt.len() - 1).min(first.prompt.len() - 1) / block_size;
+        seq.table[..blocks].copy_from_slice(&first.table[..blocks]);
+        seq.borrowed = blocks * block_size;
+        seq.prefilled = seq.borrowed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(prompt: Vec<u32>, first_block: u32) -> Seq {
+        Seq {
+            table: (first_block..first_block + 4).collect(),
+            prompt,
+            prefilled: 0,
+            borrowed: 0,
+            tokens: Vec::new(),
+            logits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn later_prompts_borrow_the_whole_blocks_they_share_with_the_first() {
+        let first: Vec<u32> = (0..10).collect();
+        let mut seqs = vec![
+            seq(first.clone(), 0),
+            seq([&first[..9], &[99]].concat(), 4), // 9 tokens alike: 2 blocks of 4
+            seq(first[..8].to_vec(), 8),           // all 8 alike, but the last is its own
+            seq(vec![5; 10], 12),                  // nothing alike
+        ];
+        share_prefix(&mut seqs, 4);
+        assert_eq!(seqs[1].table, [0, 1, 6, 7]);
+        assert_eq!((seqs[1].borrowed, seqs[1].prefilled), (8, 8));
+        assert_eq!(seqs[2].table, [0, 9, 10, 11]);
+        assert_eq!(seqs[2].borrowed, 4);
+        assert_eq!(seqs[3].table, [12, 13, 14, 15]);
+        assert_eq!(seqs[3].borrowed, 0);
+        assert_eq!(seqs[0].table, [0, 1, 2, 3]);
+    }
 }

@@ -85,42 +85,87 @@ fn cuda_logits_match_cpu_where_a_gpu_exists() {
         "[[3, 9, 27, 11, 5, 60, 2, 8, 13], [7], [40, 41, 42, 43]]",
     )
     .unwrap();
-    let run = |device: &str| {
-        let out = dir.path().join(device.replace(':', "-"));
-        let status = engine()
-            .args([
-                "probe",
-                "--device",
-                device,
-                "--new-tokens",
-                "4",
-                "--chunk-tokens",
-                "4",
-            ])
-            .args(["--block-size", "4", "--model"])
-            .arg(dir.path())
-            .arg("--prompts")
-            .arg(&prompts)
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success(), "probe on {device} failed");
-        (0..3)
-            .map(|i| {
-                let bytes = std::fs::read(out.join(format!("logits-{i}.bin"))).unwrap();
-                let logits: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                logits[..common::tiny::VOCAB].to_vec()
-            })
-            .collect::<Vec<_>>()
-    };
+    let run = |device: &str| probe_first_logits(dir.path(), &prompts, device, &[], 3).0;
     for (gpu, cpu) in run("cuda:0").iter().zip(run("cpu")) {
         let diff: f32 = gpu.iter().zip(&cpu).map(|(a, b)| (a - b).powi(2)).sum();
         let norm: f32 = cpu.iter().map(|b| b * b).sum();
         let rel = (diff / norm).sqrt();
         assert!(rel < 0.03, "relative l2 error {rel}");
     }
+}
+
+/// Runs `probe` (4 new tokens, chunks and blocks of 4) on `device` over the prompts file
+/// and returns each prompt's first-step logits and the run's result.json.
+fn probe_first_logits(
+    dir: &std::path::Path,
+    prompts: &std::path::Path,
+    device: &str,
+    extra: &[&str],
+    n_prompts: usize,
+) -> (Vec<Vec<f32>>, serde_json::Value) {
+    let out = dir.join(format!("{}{}", device.replace(':', "-"), extra.join("")));
+    let status = engine()
+        .args([
+            "probe",
+            "--device",
+            device,
+            "--new-tokens",
+            "4",
+            "--chunk-tokens",
+            "4",
+        ])
+        .args(["--block-size", "4", "--model"])
+        .arg(dir)
+        .arg("--prompts")
+        .arg(prompts)
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success(), "probe on {device} failed");
+    let logits = (0..n_prompts)
+        .map(|i| {
+            let bytes = std::fs::read(out.join(format!("logits-{i}.bin"))).unwrap();
+            let logits: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            logits[..common::tiny::VOCAB].to_vec()
+        })
+        .collect();
+    let result = std::fs::read(out.join("result.json")).unwrap();
+    (logits, serde_json::from_slice(&result).unwrap())
+}
+
+/// `probe --share-prefix` has later prompts read the first prompt's KV blocks for the
+/// whole blocks their tokens share (as the prefix cache hands them out, which is what
+/// the CUDA backend's cascade attention serves): the logits stay those of a run that
+/// computes every prompt's KV itself.
+#[test]
+fn probe_shares_prefix_blocks_without_changing_the_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_qwen2(dir.path(), 7);
+    let prompts = dir.path().join("prompts.json");
+    // 9 tokens alike: two whole blocks of 4 shared by the second and third prompts.
+    std::fs::write(
+        &prompts,
+        "[[3, 9, 27, 11, 5, 60, 2, 8, 13, 14, 15], [3, 9, 27, 11, 5, 60, 2, 8, 13, 40], \
+          [3, 9, 27, 11, 5, 60, 2, 8, 13, 22, 23, 24]]",
+    )
+    .unwrap();
+    let (own, own_result) = probe_first_logits(dir.path(), &prompts, "cpu", &[], 3);
+    let (shared, result) = probe_first_logits(dir.path(), &prompts, "cpu", &["--share-prefix"], 3);
+    assert_eq!(own_result["shared_prefix_tokens"], 0);
+    assert_eq!(result["shared_prefix_tokens"], 16);
+    for (a, b) in own.iter().zip(&shared) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "logits moved by {worst}");
+    }
+    let tokens = |r: &serde_json::Value| r["prompts"].to_string();
+    assert_eq!(tokens(&own_result), tokens(&result));
 }

@@ -161,6 +161,7 @@ def section_trained(args, results):
                          max_abs_logit_diff=float(np.abs(c["logits"] - g["logits"]).max()),
                          cpu_logit_abs_max=float(np.abs(c["logits"]).max())))
     info["cuda_vs_cpu_greedy"] = rows
+    info["cascade"] = cascade_check(args, folder, prompts, work)
     info["cuda_vs_transformers"] = engine_cuda.compare(model, model32, prompts, cuda)
     info["cpu_vs_transformers"] = engine_cuda.compare(model, model32, prompts, cpu)
     log(json.dumps(info["cuda_vs_cpu_greedy"]))
@@ -169,13 +170,55 @@ def section_trained(args, results):
     torch.cuda.empty_cache()
 
 
+def cascade_check(args, folder, prompts, work):
+    """Cascade attention against the per-token kernel, end to end on the trained model.
+
+    160 prompts share a 128-token prefix, each with its own 24 tokens: with
+    `probe --share-prefix` they read the first prompt's KV blocks, so that every decode
+    step is a batch of 160 sequences sharing 8 blocks, which the backend cascades (2 kv
+    heads: from 132 decode tokens on, its launch is not split). Greedy tokens on the
+    device, 32 per prompt, with the cascade; with the same shared blocks and the cascade
+    off; and with every prompt computing its own KV.
+    """
+    prefix = prompts[0][:96] + prompts[1][:32]
+    many = [prefix + prompts[i % len(prompts)][i // len(prompts):][:24] for i in range(160)]
+    runs = {}
+    for label, extra, cascade in (("cascade", ["--share-prefix"], "1"),
+                                  ("shared_blocks_no_cascade", ["--share-prefix"], "0"),
+                                  ("own_blocks", [], "1")):
+        os.environ["CACHET_ENGINE_CASCADE"] = cascade
+        try:
+            runs[label] = engine_cuda.probe(args.bin, folder, "cuda:0", many, 32, 64,
+                                            f"{work}-{label}", extra=["--greedy-on-device",
+                                                                      *extra])
+        finally:
+            os.environ.pop("CACHET_ENGINE_CASCADE", None)
+    out = dict(prompts=len(many), prefix_tokens=len(prefix))
+    for other in ("shared_blocks_no_cascade", "own_blocks"):
+        divs = [engine_cuda.first_divergence(a["tokens"], b["tokens"])
+                for a, b in zip(runs["cascade"], runs[other])]
+        out[f"vs_{other}"] = dict(same_32=sum(d >= 32 for d in divs),
+                                  first_divergences=sorted(d for d in divs if d < 32))
+    log("cascade: " + json.dumps(out))
+    return out
+
+
 # ---------------------------------------------------------------- throughput
 
 
 @torch.no_grad()
 def hf_throughput(folder, vocab, levels, prompt_tokens, new_tokens, min_requests):
-    """transformers' generate, greedy, static KV cache, one batch of `c` at a time."""
-    from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+    """transformers' generate, greedy, static KV cache, one batch of `c` at a time.
+
+    Eager: recent transformers compile the decoding forward when the cache is static, once
+    per batch size and cache length, which took most of a minute per level at 8B (the
+    2026-11-26 run's concurrency-1 level spent 62 s on 512 tokens) and would not fit the
+    device time of one run. The warm-up runs the measured prompt length, so that what is
+    measured is steady state.
+    """
+    from transformers import (AutoModelForCausalLM, GenerationConfig, LogitsProcessor,
+                              LogitsProcessorList)
+    eager = {"disable_compile": True} if hasattr(GenerationConfig(), "disable_compile") else {}
 
     class FirstToken(LogitsProcessor):
         """Records when the first token's logits exist (the end of the prefill)."""
@@ -196,10 +239,10 @@ def hf_throughput(folder, vocab, levels, prompt_tokens, new_tokens, min_requests
         n = max(c, min_requests)
         try:
             # Warm-up at this batch size.
-            warm = torch.randint(3, vocab, (c, 32), generator=gen).cuda()
+            warm = torch.randint(3, vocab, (c, prompt_tokens), generator=gen).cuda()
             model.generate(warm, attention_mask=torch.ones_like(warm), max_new_tokens=4,
                            min_new_tokens=4, do_sample=False, cache_implementation="static",
-                           pad_token_id=0)
+                           pad_token_id=0, **eager)
             ttft, tpot, tokens = [], [], 0
             started = time.perf_counter()
             for _ in range(math.ceil(n / c)):
@@ -210,7 +253,8 @@ def hf_throughput(folder, vocab, levels, prompt_tokens, new_tokens, min_requests
                                         max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                         do_sample=False, cache_implementation="static",
                                         pad_token_id=0,
-                                        logits_processor=LogitsProcessorList([first]))
+                                        logits_processor=LogitsProcessorList([first]),
+                                        **eager)
                 torch.cuda.synchronize()
                 t1 = time.perf_counter()
                 produced = result.shape[1] - prompt_tokens
@@ -219,6 +263,7 @@ def hf_throughput(folder, vocab, levels, prompt_tokens, new_tokens, min_requests
                 tpot += [(t1 - first.at) * 1e3 / max(1, produced - 1)] * c
             wall = time.perf_counter() - started
             line = dict(engine="transformers", concurrency=c, requests=len(ttft),
+                        compiled=not eager,
                         output_tokens=tokens, wall_s=wall, output_tokens_per_s=tokens / wall,
                         ttft_ms_p50=float(np.percentile(ttft, 50)),
                         ttft_ms_p99=float(np.percentile(ttft, 99)),
@@ -278,7 +323,9 @@ def section_prefix(args, results):
     entries = {}
     for clients in args.prefix_concurrency.split(","):
         entry = entries[f"clients_{clients}"] = {}
-        for caching in (True, False):
+        # Cache on, on with the cascade attention off (how much of the gain it is), off.
+        for label, caching, cascade in (("on", True, "1"), ("on_no_cascade", True, "0"),
+                                        ("off", False, "1")):
             cmd = [args.bin, "prefix-bench", "--model", folder, "--device", "cuda:0",
                    "--kv-blocks", "24000", "--block-size", "16",
                    "--max-batch-tokens", str(args.max_batch_tokens),
@@ -287,8 +334,12 @@ def section_prefix(args, results):
                    "--new-tokens", "256", "--concurrency", clients]
             if not caching:
                 cmd.append("--no-prefix-caching")
-            lines = run_json_lines(cmd, os.path.join(args.out, f"prefix-{name}.txt"))
-            entry["on" if caching else "off"] = lines[-1]
+            os.environ["CACHET_ENGINE_CASCADE"] = cascade
+            try:
+                lines = run_json_lines(cmd, os.path.join(args.out, f"prefix-{name}.txt"))
+            finally:
+                os.environ.pop("CACHET_ENGINE_CASCADE", None)
+            entry[label] = lines[-1]
         on, off = entry["on"], entry["off"]
         entry["median_ttft_ratio_off_over_on"] = off["ttft_ms_p50"] / on["ttft_ms_p50"]
         entry["throughput_ratio_on_over_off"] = (on["output_tokens_per_s"]
@@ -315,7 +366,7 @@ def main():
     parser.add_argument("--max-batch-tokens", type=int, default=2048)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--prefix-shape", default="llama-3.2-1b")
-    parser.add_argument("--prefix-concurrency", default="256,64",
+    parser.add_argument("--prefix-concurrency", default="256",
                         help="comma-separated numbers of clients")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -66,8 +66,17 @@ def trained_lines(load_json):
     if not trained:
         return ["", "## Greedy tokens, CUDA vs CPU (trained model): did not run"]
     same = [row["same_32"] for row in trained["cuda_vs_cpu_greedy"]]
-    return ["", f"## Greedy tokens, CUDA vs CPU (trained model, 32 tokens): "
-                f"{sum(same)} of {len(same)} prompts identical ({verdict(all(same))})"]
+    lines = ["", f"## Greedy tokens, CUDA vs CPU (trained model, 32 tokens): "
+                 f"{sum(same)} of {len(same)} prompts identical ({verdict(all(same))})"]
+    cascade = trained.get("cascade")
+    if cascade:
+        lines += ["", f"Cascade attention ({cascade['prompts']} prompts sharing "
+                      f"{cascade['prefix_tokens']} tokens), prompts with the same 32 greedy tokens:"]
+        for other, label in (("shared_blocks_no_cascade", "same shared blocks, cascade off"),
+                             ("own_blocks", "every prompt its own blocks")):
+            entry = cascade[f"vs_{other}"]
+            lines.append(f"- vs {label}: {entry['same_32']} of {cascade['prompts']}")
+    return lines
 
 
 def throughput_lines(load_json):
@@ -110,6 +119,10 @@ def prefix_lines(load_json):
                          f"{on['ttft_ms_p50']:.0f} / {off['ttft_ms_p50']:.0f} | "
                          f"{on['output_tokens_per_s']:.0f} / {off['output_tokens_per_s']:.0f} | "
                          f"{ttft:.1f}x | {speed:.2f}x | {verdict(ok)} |")
+            if "on_no_cascade" in entry:
+                plain = entry["on_no_cascade"]["output_tokens_per_s"]
+                lines.append(f"| | | cache on, cascade attention off: {plain:.0f} tok/s, "
+                             f"{plain / off['output_tokens_per_s']:.2f}x | | | | |")
     return lines
 
 

@@ -37,8 +37,13 @@ class SummaryTest(unittest.TestCase):
                     "mbu_vs_vendor_peak": 0.79, "mbu": 0.88,
                     "decode_batch1_tokens_per_s": 160.0},
             "broken": {"error": "RuntimeError('probe')"}}}
-        load = {"trained": {"cuda_vs_cpu_greedy": [{"same_32": True}, {"same_32": False}]},
-                "prefix": {"m": {"clients_256": prefix_entry(120.0, 3.1),
+        cascade = {"prompts": 160, "prefix_tokens": 128,
+                   "vs_shared_blocks_no_cascade": {"same_32": 159, "first_divergences": [30]},
+                   "vs_own_blocks": {"same_32": 158, "first_divergences": [12, 30]}}
+        load = {"trained": {"cuda_vs_cpu_greedy": [{"same_32": True}, {"same_32": False}],
+                            "cascade": cascade},
+                "prefix": {"m": {"clients_256": dict(prefix_entry(120.0, 3.1), on_no_cascade={
+                                     "ttft_ms_p50": 10.0, "output_tokens_per_s": 2500.0}),
                                  "clients_64": prefix_entry(120.0, 2.9)}}}
         with tempfile.TemporaryDirectory() as folder:
             self.write(folder, "parity.json", parity)
@@ -56,7 +61,10 @@ class SummaryTest(unittest.TestCase):
         self.assertTrue(row("| close | 170.0").endswith("| met |"))
         self.assertTrue(row("| far | 160.0").endswith("**not met** |"))
         self.assertIn("1 of 2 prompts identical (**not met**)", text)
+        self.assertIn("- vs same shared blocks, cascade off: 159 of 160", text)
+        self.assertIn("- vs every prompt its own blocks: 158 of 160", text)
         self.assertTrue(row("| m | 256 |").endswith("| met |"))
+        self.assertIn("cascade attention off: 2500 tok/s, 2.50x", text)
         self.assertTrue(row("| m | 64 |").endswith("**not met** |"))
         self.assertIn("Throughput", text)
         self.assertIn("did not run", text)
