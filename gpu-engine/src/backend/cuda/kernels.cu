@@ -10,6 +10,12 @@ typedef unsigned int u32;
 
 #define NEG_INF __uint_as_float(0xff800000u)
 
+// Shared memory sized by the launch; the CPU test harness (tests/kernels_on_cpu) has
+// its own.
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 // Round to nearest even; NaN stays a (quiet) NaN.
@@ -974,7 +980,7 @@ __device__ __forceinline__ void gemv_rows(const uint4* xs, const bf16* const* ro
 template <int NW>
 __device__ __forceinline__ bool gemv_column(const GemvInput& in, const bf16* const* rows,
                                             bool live, int m, int k8, float acc[NW][GEMV_MAX_M]) {
-    extern __shared__ uint4 xs[];
+    DYNAMIC_SHARED(uint4, xs);
     uint4 wv[NW][GEMV_UNROLL];
     gemv_first<NW>(rows, k8, live, wv);
     stage_input(in, xs, m, k8);
