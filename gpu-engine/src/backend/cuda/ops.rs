@@ -697,8 +697,12 @@ impl Backend for CudaBackend {
         let prefix_ml = raw_ptr(&self.cascade.ml, &self.stream);
         // The step's cascade tiles (planned for exactly these launches: grouped, unsplit)
         // read their shared keys first; the per-token kernel then reads the rest and
-        // merges. A null key_start has it read every key.
-        let cascade = o.n_cascade_slots > 0 && gqa.is_some() && splits == 1;
+        // merges. A null key_start has it read every key. A graph being captured takes
+        // the launch whatever this step's tiles, for the later steps it replays.
+        let cascade = o.n_cascade_slots > 0
+            && gqa.is_some()
+            && splits == 1
+            && (o.n_cascade_tiles > 0 || self.capturing.is_some());
         let key_start = if cascade {
             self.launch_cascade(layer, q)?;
             self.step_ptr(o.key_start)
