@@ -1,6 +1,6 @@
 //! [`Backend`] for [`CudaBackend`]: each op is one kernel launch or one cuBLAS product.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 
 use super::memory::{CudaTensor, CudaWeight, Dtype, raw_ptr, to_bf16_bits};
 use super::{CudaBackend, cuda_err, grid, per_row};
@@ -256,8 +256,52 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// Launches a tiled attention kernel (prefill or cascade, PREFILL_THREADS threads):
+    /// `pointers`, then the model's head counts, the block size and the softmax scale,
+    /// then `trailing`.
+    fn launch_tiled(
+        &self,
+        kernel: &CudaFunction,
+        pointers: &[u64],
+        trailing: &[u64],
+        grid: (u32, u32),
+        what: &str,
+    ) -> Result<()> {
+        let d = &self.dims;
+        let (n_heads, n_kv_heads, block_size) = (
+            d.n_heads as i32,
+            d.n_kv_heads as i32,
+            self.kv.block_size as i32,
+        );
+        let scale = 1.0 / (d.head_dim as f32).sqrt();
+        let mut launch = self.stream.launch_builder(kernel);
+        for ptr in pointers {
+            launch.arg(ptr);
+        }
+        launch
+            .arg(&n_heads)
+            .arg(&n_kv_heads)
+            .arg(&block_size)
+            .arg(&scale);
+        for ptr in trailing {
+            launch.arg(ptr);
+        }
+        let config = LaunchConfig {
+            grid_dim: (grid.0, grid.1, 1),
+            block_dim: (PREFILL_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the callers pass the kernel's parameters in its order: step-layout
+        // pointers whose tiles pack built inside the step's tokens and checked block
+        // tables, and buffers sized for the grid (see paged_attention, launch_cascade).
+        unsafe { launch.launch(config) }.map_err(cuda_err(format!("launching {what}")))?;
+        Ok(())
+    }
+
     /// The shared-prefix part of the step's decode attention: one block per (cascade
-    /// tile slot, kv head), empty slots returning at once.
+    /// tile slot, kv head), empty slots returning at once. Every tile lies inside the
+    /// step's decode tokens, whose first keys its members' block tables share; the
+    /// scratch holds CASCADE_MAX_DECODES tokens' rows, and pack plans no more.
     fn launch_cascade(&self, layer: usize, q: &CudaTensor) -> Result<()> {
         let d = &self.dims;
         let o = self.step.offsets;
@@ -270,7 +314,7 @@ impl CudaBackend {
                 )));
             }
         };
-        let args: [u64; 9] = [
+        let pointers = [
             q.ptr(),
             raw_ptr(&self.k_cache[layer], &self.stream),
             raw_ptr(&self.v_cache[layer], &self.stream),
@@ -281,35 +325,12 @@ impl CudaBackend {
             self.step_ptr(o.cascade_tiles),
             self.step_ptr(o.token_order),
         ];
-        let (n_heads, n_kv_heads, block_size) = (
-            d.n_heads as i32,
-            d.n_kv_heads as i32,
-            self.kv.block_size as i32,
-        );
-        let scale = 1.0 / (d.head_dim as f32).sqrt();
-        let prefix_acc = raw_ptr(&self.cascade.acc, &self.stream);
-        let prefix_ml = raw_ptr(&self.cascade.ml, &self.stream);
-        let mut launch = self.stream.launch_builder(kernel);
-        for ptr in &args {
-            launch.arg(ptr);
-        }
-        launch
-            .arg(&n_heads)
-            .arg(&n_kv_heads)
-            .arg(&block_size)
-            .arg(&scale)
-            .arg(&prefix_acc)
-            .arg(&prefix_ml);
-        let config = LaunchConfig {
-            grid_dim: (o.n_cascade_slots as u32, d.n_kv_heads as u32, 1),
-            block_dim: (PREFILL_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: every tile lies inside the step's decode tokens, whose first keys its
-        // members' block tables share (built in pack, checked against the pool there);
-        // the scratch holds CASCADE_MAX_DECODES tokens' rows, and pack plans no more.
-        unsafe { launch.launch(config) }.map_err(cuda_err("launching cascade_attention"))?;
-        Ok(())
+        let scratch = [
+            raw_ptr(&self.cascade.acc, &self.stream),
+            raw_ptr(&self.cascade.ml, &self.stream),
+        ];
+        let grid = (o.n_cascade_slots as u32, d.n_kv_heads as u32);
+        self.launch_tiled(kernel, &pointers, &scratch, grid, "cascade_attention")
     }
 
     fn check_width(&self, x: &CudaTensor, cols: usize, op: &str) -> Result<()> {
@@ -634,25 +655,11 @@ impl Backend for CudaBackend {
             o.n_tokens
         };
         if let Some(kernel) = tiled {
-            let tiles = self.step_ptr(o.tiles);
-            let mut launch = self.stream.launch_builder(kernel);
-            for ptr in &leading {
-                launch.arg(ptr);
-            }
-            launch
-                .arg(&tiles)
-                .arg(&n_heads)
-                .arg(&n_kv_heads)
-                .arg(&block_size)
-                .arg(&scale);
-            let config = LaunchConfig {
-                grid_dim: (o.n_tiles as u32, d.n_heads as u32, 1),
-                block_dim: (PREFILL_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: as below; every tile lies inside one sequence's query tokens
-            // (built in pack), and head_dim matches the kernel's.
-            unsafe { launch.launch(config) }.map_err(cuda_err("launching prefill_attention"))?;
+            // Every tile lies inside one sequence's query tokens (built in pack).
+            let mut pointers = leading.to_vec();
+            pointers.push(self.step_ptr(o.tiles));
+            let grid = (o.n_tiles as u32, d.n_heads as u32);
+            self.launch_tiled(kernel, &pointers, &[], grid, "prefill_attention")?;
         }
         if per_token == 0 {
             return Ok(out);
