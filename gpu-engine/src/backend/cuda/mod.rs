@@ -67,6 +67,12 @@ const GQA_MAX_GROUP: usize = 8;
 /// Largest head size the grouped kernel takes.
 const MAX_SPLIT_HEAD_DIM: usize = 128;
 
+/// Whether the grouped attention kernel (and with it the cascade) takes the model's
+/// heads: head sizes 64 and 128, groups of up to [`GQA_MAX_GROUP`] query heads.
+fn grouped_kernel_fits(dims: &ModelDims) -> bool {
+    matches!(dims.head_dim, 64 | 128) && dims.n_heads / dims.n_kv_heads <= GQA_MAX_GROUP
+}
+
 impl SplitScratch {
     fn new(stream: &Arc<CudaStream>, multiprocessors: usize) -> Result<Self> {
         let target = 2 * multiprocessors.max(1);
@@ -112,18 +118,16 @@ impl CascadeScratch {
         fewest_pairs: usize,
         enabled: bool,
     ) -> Result<Self> {
-        let group = dims.n_heads / dims.n_kv_heads;
-        let grouped = matches!(dims.head_dim, 64 | 128) && group <= GQA_MAX_GROUP;
         let plan = step::CascadePlan {
-            tokens_per_tile: if enabled && grouped {
-                step::TILE_ROWS / group
+            tokens_per_tile: if enabled && grouped_kernel_fits(dims) {
+                step::TILE_ROWS / (dims.n_heads / dims.n_kv_heads)
             } else {
                 0
             },
             min_decodes: fewest_pairs.div_ceil(dims.n_kv_heads).max(2),
             max_decodes: CASCADE_MAX_DECODES,
         };
-        let rows = if plan.tokens_per_tile >= 2 {
+        let rows = if plan.is_on() {
             CASCADE_MAX_DECODES * dims.n_heads
         } else {
             1
@@ -431,19 +435,20 @@ impl CudaBackend {
         if self.in_flight {
             self.sync()?;
         }
-        let mut offsets = step::pack(
-            batch,
-            self.kv,
-            self.dims.vocab_size,
-            self.cascade.plan,
-            &mut self.packed,
-        )?;
-        self.n_real_rows = offsets.n_logit_rows;
         self.bucket = if self.use_graphs {
             graph::bucket_for(batch)
         } else {
             None
         };
+        // A batch padded to a graph bucket is packed again below: this first packing
+        // only checks it and counts its rows, and cuts no cascade tiles.
+        let plan = if self.bucket.is_some() {
+            step::CascadePlan::NONE
+        } else {
+            self.cascade.plan
+        };
+        let mut offsets = step::pack(batch, self.kv, self.dims.vocab_size, plan, &mut self.packed)?;
+        self.n_real_rows = offsets.n_logit_rows;
         if let Some(bucket) = self.bucket {
             let scratch = self.kv.n_blocks as u32;
             let padded = graph::padded(batch, bucket, scratch, self.kv.block_size);

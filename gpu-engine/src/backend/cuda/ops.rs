@@ -676,7 +676,7 @@ impl Backend for CudaBackend {
         // keys over as many blocks as fill the GPU; the per-head kernel takes the other
         // shapes (and, for the parity checks, steps under gqa_min_blocks pairs).
         let pairs = per_token * d.n_kv_heads;
-        let grouped_fits = matches!(d.head_dim, 64 | 128) && group <= 8;
+        let grouped_fits = super::grouped_kernel_fits(d);
         let splits = super::attention_splits(pairs, self.split.target);
         let gqa = (grouped_fits && pairs >= self.gqa_min_blocks).then(|| {
             // Unsplit launches fill the GPU with pairs: two blocks per multiprocessor.

@@ -30,8 +30,20 @@ pub struct CascadePlan {
 }
 
 impl CascadePlan {
+    /// No cascade at all: for packing a batch only to check it.
+    pub const NONE: Self = Self {
+        tokens_per_tile: 0,
+        min_decodes: 0,
+        max_decodes: 0,
+    };
+
+    /// Whether the plan cascades any batch (tiles of at least two tokens).
+    pub fn is_on(&self) -> bool {
+        self.tokens_per_tile >= 2
+    }
+
     fn applies(&self, n_decodes: usize) -> bool {
-        self.tokens_per_tile >= 2 && n_decodes >= self.min_decodes && n_decodes <= self.max_decodes
+        self.is_on() && n_decodes >= self.min_decodes && n_decodes <= self.max_decodes
     }
 }
 
@@ -270,11 +282,7 @@ mod tests {
         block_size: 4,
     };
 
-    const NO_CASCADE: CascadePlan = CascadePlan {
-        tokens_per_tile: 0,
-        min_decodes: 0,
-        max_decodes: 0,
-    };
+    const NO_CASCADE: CascadePlan = CascadePlan::NONE;
 
     /// Tiles of up to 4 tokens (a group of 4 query heads), from 2 decode tokens on.
     const CASCADE: CascadePlan = CascadePlan {
