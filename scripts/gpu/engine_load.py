@@ -20,6 +20,7 @@ Writes load.json (every figure) under --out.
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import math
@@ -45,6 +46,16 @@ TRAINED = dict(arch="LlamaForCausalLM", model_type="llama", hidden_size=384,
 def kv_bytes_per_token(shape):
     d = shape.get("head_dim", shape["hidden_size"] // shape["num_attention_heads"])
     return shape["num_hidden_layers"] * 2 * shape["num_key_value_heads"] * d * 2
+
+
+@contextlib.contextmanager
+def cascade(value):
+    """CACHET_ENGINE_CASCADE=value ("1" on, "0" off) for the engine runs inside."""
+    os.environ["CACHET_ENGINE_CASCADE"] = value
+    try:
+        yield
+    finally:
+        os.environ.pop("CACHET_ENGINE_CASCADE", None)
 
 
 def run_json_lines(cmd, out_path):
@@ -183,16 +194,13 @@ def cascade_check(args, folder, prompts, work):
     prefix = prompts[0][:96] + prompts[1][:32]
     many = [prefix + prompts[i % len(prompts)][i // len(prompts):][:24] for i in range(160)]
     runs = {}
-    for label, extra, cascade in (("cascade", ["--share-prefix"], "1"),
-                                  ("shared_blocks_no_cascade", ["--share-prefix"], "0"),
-                                  ("own_blocks", [], "1")):
-        os.environ["CACHET_ENGINE_CASCADE"] = cascade
-        try:
+    for label, extra, on in (("cascade", ["--share-prefix"], "1"),
+                             ("shared_blocks_no_cascade", ["--share-prefix"], "0"),
+                             ("own_blocks", [], "1")):
+        with cascade(on):
             runs[label] = engine_cuda.probe(args.bin, folder, "cuda:0", many, 32, 64,
                                             f"{work}-{label}", extra=["--greedy-on-device",
                                                                       *extra])
-        finally:
-            os.environ.pop("CACHET_ENGINE_CASCADE", None)
     out = dict(prompts=len(many), prefix_tokens=len(prefix))
     for other in ("shared_blocks_no_cascade", "own_blocks"):
         divs = [engine_cuda.first_divergence(a["tokens"], b["tokens"])
@@ -324,8 +332,8 @@ def section_prefix(args, results):
     for clients in args.prefix_concurrency.split(","):
         entry = entries[f"clients_{clients}"] = {}
         # Cache on, on with the cascade attention off (how much of the gain it is), off.
-        for label, caching, cascade in (("on", True, "1"), ("on_no_cascade", True, "0"),
-                                        ("off", False, "1")):
+        for label, caching, on in (("on", True, "1"), ("on_no_cascade", True, "0"),
+                                   ("off", False, "1")):
             cmd = [args.bin, "prefix-bench", "--model", folder, "--device", "cuda:0",
                    "--kv-blocks", "24000", "--block-size", "16",
                    "--max-batch-tokens", str(args.max_batch_tokens),
@@ -334,11 +342,8 @@ def section_prefix(args, results):
                    "--new-tokens", "256", "--concurrency", clients]
             if not caching:
                 cmd.append("--no-prefix-caching")
-            os.environ["CACHET_ENGINE_CASCADE"] = cascade
-            try:
+            with cascade(on):
                 lines = run_json_lines(cmd, os.path.join(args.out, f"prefix-{name}.txt"))
-            finally:
-                os.environ.pop("CACHET_ENGINE_CASCADE", None)
             entry[label] = lines[-1]
         on, off = entry["on"], entry["off"]
         entry["median_ttft_ratio_off_over_on"] = off["ttft_ms_p50"] / on["ttft_ms_p50"]
