@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::guards::{Analysed, IGNORABLE, Refusal, align, same_word, stem};
+use crate::guards::{Analysed, IGNORABLE, Refusal, RefusalReason, align, same_word, stem};
 
 /// One chat message as the context logic sees it.
 #[derive(Debug, Clone, Copy)]
@@ -126,7 +126,7 @@ fn final_kind(text: &str, has_history: bool) -> FinalKind {
 
 fn refuse(detail: impl Into<String>) -> Result<(), Refusal> {
     Err(Refusal {
-        guard: "context",
+        reason: RefusalReason::Context,
         detail: detail.into(),
     })
 }

@@ -3,6 +3,7 @@
 //! categories while the upstream is loaded. Pure logic: the only I/O is reading the config
 //! file.
 
+mod calibrate;
 mod classify;
 mod config;
 mod context;
@@ -13,17 +14,22 @@ mod prototypes;
 mod raw;
 mod secret;
 
+pub use calibrate::{
+    Calibrated, CalibrationPoint, OperatingPoint, calibrate, cutoff_grid, lower_bound,
+    threshold_grid, upper_bound,
+};
 pub use classify::{CATEGORY_HEADER, Classification, RequestFacts};
 pub use config::{
-    AdaptiveSettings, AdminSettings, CacheSettings, Category, ClassifierSettings, Config,
-    DeviceSpec, EmbedderSettings, EngineSettings, Eviction, IndexSettings, MatchRules,
-    ServerSettings, StoreBreaker, StoreSettings, Threshold, UpstreamSettings,
+    AdaptiveSettings, AdminSettings, CacheSettings, CalibrationSettings, Category,
+    ClassifierSettings, Config, DEFAULT_CONFIDENCE, DEFAULT_SHADOW_RATE, DeviceSpec,
+    EmbedderSettings, EngineSettings, ErrorBudget, Eviction, IndexSettings, MatchRules,
+    ServerSettings, ShadowSettings, StoreBreaker, StoreSettings, Threshold, UpstreamSettings,
 };
 pub use context::{
     ContextSettings, ConversationView, FinalKind, Message, compare_context, conversation_view,
 };
 pub use error::{Error, Problem, Result};
 pub use governor::{LoadGovernor, LoadSample, LoadState};
-pub use guards::{Candidate, Guard, GuardSet, Refusal, check_guards, judge};
+pub use guards::{Candidate, Guard, GuardSet, Refusal, RefusalReason, check_guards, judge};
 pub use prototypes::{PrototypeMatch, Prototypes};
 pub use secret::Secret;

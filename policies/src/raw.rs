@@ -18,6 +18,8 @@ pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub classifier: RawClassifier,
     pub adaptive: RawAdaptive,
+    pub calibration: RawCalibration,
+    pub shadow: RawShadow,
     pub categories: IndexMap<String, RawCategory>,
 }
 
@@ -118,6 +120,22 @@ pub(crate) struct RawAdaptive {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCalibration {
+    pub file: Option<String>,
+    pub confidence: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawShadow {
+    pub agreement: Option<f64>,
+    pub min_samples: Option<i64>,
+    pub window: Option<i64>,
+    pub max_in_flight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct RawCache {
     pub default_category: Option<String>,
     pub max_entry_bytes: Option<i64>,
@@ -140,6 +158,9 @@ pub(crate) struct RawCategory {
     pub guards: Option<Vec<String>>,
     pub context_topic_threshold: Option<f64>,
     pub context_turn_overlap: Option<f64>,
+    pub max_wrong_rate: Option<f64>,
+    pub relaxed_max_wrong_rate: Option<f64>,
+    pub shadow_rate: Option<f64>,
     #[serde(rename = "match")]
     pub rules: RawMatch,
 }

@@ -337,3 +337,60 @@ fn the_default_config_keeps_todays_behaviour() {
         assert_eq!(category.relaxed_ttl, category.ttl, "{}", category.name);
     }
 }
+
+#[test]
+fn error_budgets_and_shadow_rates_are_validated_with_their_paths() {
+    let paths = |text: &str| -> Vec<String> {
+        Config::from_toml(text)
+            .map(|_| Vec::new())
+            .unwrap_or_else(|e| e.problems().iter().map(|p| p.path.clone()).collect())
+    };
+    let calibrated = "[calibration]\nfile = \"scores.tsv\"\n";
+    assert!(
+        paths(&format!(
+            "{calibrated}[categories.general]\nmax_wrong_rate = 0.01\n"
+        ))
+        .is_empty()
+    );
+    assert_eq!(
+        paths("[categories.general]\nmax_wrong_rate = 0.01\n"),
+        ["categories.general.max_wrong_rate"],
+        "a budget needs calibration data"
+    );
+    assert_eq!(
+        paths(&format!(
+            "{calibrated}[categories.general]\nmax_wrong_rate = 0.01\nthreshold = 0.8\n"
+        )),
+        ["categories.general.threshold"],
+        "a budget chooses the threshold"
+    );
+    assert_eq!(
+        paths(&format!(
+            "{calibrated}[categories.general]\nmax_wrong_rate = 0.02\nrelaxed_max_wrong_rate = 0.01\n"
+        )),
+        ["categories.general.relaxed_max_wrong_rate"]
+    );
+    assert_eq!(
+        paths(&format!(
+            "{calibrated}[categories.general]\nmax_wrong_rate = 1.5\n"
+        )),
+        ["categories.general.max_wrong_rate"]
+    );
+    assert_eq!(
+        paths("[categories.general]\n[categories.live]\ncacheable = false\nshadow_rate = 0.5\n"),
+        ["categories.live.shadow_rate"],
+        "a category that is not cached has no hits to check"
+    );
+    assert_eq!(
+        paths("[calibration]\nconfidence = 1.0\n[shadow]\nmin_samples = 0\nagreement = 2\n"),
+        [
+            "calibration.confidence",
+            "shadow.agreement",
+            "shadow.min_samples"
+        ]
+    );
+    let config = Config::from_toml("[categories.general]\n[categories.live]\ncacheable = false\n")
+        .expect("valid");
+    assert_eq!(config.category("general").expect("general").shadow_rate, 0.01);
+    assert_eq!(config.category("live").expect("live").shadow_rate, 0.0);
+}

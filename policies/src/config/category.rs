@@ -18,6 +18,9 @@ use crate::raw::{RawCategory, RawMatch};
 pub struct Threshold(f32);
 
 impl Threshold {
+    /// Serves only identical vectors.
+    pub const MAX: Threshold = Threshold(1.0);
+
     pub fn new(value: f64) -> Option<Self> {
         (0.0..=1.0).contains(&value).then_some(Self(value as f32))
     }
@@ -26,6 +29,26 @@ impl Threshold {
         self.0
     }
 }
+
+/// The share of look-alike questions a category may answer wrongly, as calibrated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorBudget {
+    pub max_wrong_rate: f64,
+    /// The budget while the upstream is under load; at least `max_wrong_rate`.
+    pub relaxed_max_wrong_rate: f64,
+}
+
+impl ErrorBudget {
+    pub fn effective(&self, state: LoadState) -> f64 {
+        match state {
+            LoadState::Normal => self.max_wrong_rate,
+            LoadState::Relaxed => self.relaxed_max_wrong_rate,
+        }
+    }
+}
+
+/// The share of semantic hits shadow-checked by default.
+pub const DEFAULT_SHADOW_RATE: f64 = 0.01;
 
 /// Which entry a full category drops first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +108,11 @@ pub struct Category {
     pub guards: GuardSet,
     /// How the context of a multi-turn request is matched.
     pub context: ContextSettings,
+    /// With an error budget, the threshold is chosen from calibration data when the policy is
+    /// built, and `threshold` / `relaxed_threshold` are not set.
+    pub budget: Option<ErrorBudget>,
+    /// Share (`0..=1`) of semantic hits also sent upstream to check the cached answer.
+    pub shadow_rate: f64,
     /// Example queries; their embeddings make the category's prototype.
     pub examples: Vec<String>,
     pub rules: MatchRules,
@@ -124,6 +152,8 @@ impl Category {
             max_temperature: None,
             guards: GuardSet::all(),
             context: ContextSettings::default(),
+            budget: None,
+            shadow_rate: DEFAULT_SHADOW_RATE,
             examples: Vec::new(),
             rules: MatchRules::default(),
         }
@@ -261,6 +291,62 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
             f64::from(defaults.turn_overlap),
         ) as f32,
     };
+    let budget = raw.max_wrong_rate.map(|max| {
+        let rate = |c: &mut Checker, field: &str, value: f64| {
+            if value > 0.0 && value < 1.0 {
+                value
+            } else {
+                c.report(at(field), format!("{value} is not between 0 and 1 (exclusive)"));
+                0.01
+            }
+        };
+        let max_wrong_rate = rate(c, "max_wrong_rate", max);
+        let relaxed_max_wrong_rate = match raw.relaxed_max_wrong_rate {
+            None => max_wrong_rate,
+            Some(value) => {
+                let relaxed = rate(c, "relaxed_max_wrong_rate", value);
+                if relaxed < max_wrong_rate {
+                    c.report(
+                        at("relaxed_max_wrong_rate"),
+                        format!(
+                            "{relaxed} is below max_wrong_rate {max_wrong_rate}: relaxing may only raise it"
+                        ),
+                    );
+                }
+                relaxed
+            }
+        };
+        for (field, set) in [
+            ("threshold", raw.threshold.is_some()),
+            ("relaxed_threshold", raw.relaxed_threshold.is_some()),
+        ] {
+            if set {
+                c.report(
+                    at(field),
+                    "is chosen from calibration data when max_wrong_rate is set: set one or the other",
+                );
+            }
+        }
+        ErrorBudget {
+            max_wrong_rate,
+            relaxed_max_wrong_rate,
+        }
+    });
+    if raw.relaxed_max_wrong_rate.is_some() && raw.max_wrong_rate.is_none() {
+        c.report(at("relaxed_max_wrong_rate"), "needs max_wrong_rate");
+    }
+    let cacheable = raw.cacheable.unwrap_or(true);
+    let shadow_rate = match (raw.shadow_rate, cacheable) {
+        (Some(rate), false) if rate > 0.0 => {
+            c.report(
+                at("shadow_rate"),
+                "never applies: the category is not cached (cacheable = false)",
+            );
+            0.0
+        }
+        (_, false) => 0.0,
+        (rate, true) => c.fraction(&at("shadow_rate"), rate, DEFAULT_SHADOW_RATE),
+    };
     for (i, example) in raw.examples.iter().enumerate() {
         if example.trim().is_empty() {
             c.report(format!("{}[{i}]", at("examples")), "must not be empty");
@@ -270,6 +356,8 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
         name: name.to_owned(),
         guards,
         context,
+        budget,
+        shadow_rate,
         threshold,
         ttl,
         relaxed_threshold,
@@ -277,7 +365,7 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
         max_entries,
         max_bytes,
         eviction,
-        cacheable: raw.cacheable.unwrap_or(true),
+        cacheable,
         shared: raw.shared.unwrap_or(false),
         max_temperature,
         examples: raw.examples.clone(),

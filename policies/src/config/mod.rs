@@ -1,6 +1,7 @@
 //! The validated configuration: types that cannot hold an invalid value, built from the file
 //! by [`Config::from_toml`], which reports every problem with its field path at once.
 
+mod calibration;
 mod category;
 mod checker;
 mod parse;
@@ -10,7 +11,8 @@ mod store;
 
 use std::path::Path;
 
-pub use category::{Category, Eviction, MatchRules, Threshold};
+pub use calibration::{CalibrationSettings, DEFAULT_CONFIDENCE, ShadowSettings};
+pub use category::{Category, DEFAULT_SHADOW_RATE, ErrorBudget, Eviction, MatchRules, Threshold};
 pub use policy::{AdaptiveSettings, AdminSettings, ClassifierSettings};
 pub use service::{
     DeviceSpec, EmbedderSettings, EngineSettings, IndexSettings, ServerSettings, UpstreamSettings,
@@ -36,6 +38,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub classifier: ClassifierSettings,
     pub adaptive: AdaptiveSettings,
+    pub calibration: CalibrationSettings,
+    pub shadow: ShadowSettings,
     /// In the order written: the first whose rules match classifies a request.
     pub categories: Vec<Category>,
 }
@@ -124,6 +128,8 @@ fn validate(raw: RawConfig) -> std::result::Result<Config, Vec<Problem>> {
     let admin = raw.admin.as_ref().and_then(|a| policy::admin(&mut c, a));
     let classifier = policy::classifier(&mut c, &raw.classifier);
     let adaptive = policy::adaptive(&mut c, &raw.adaptive);
+    let calibration = calibration::calibration(&mut c, &raw.calibration);
+    let shadow = calibration::shadow(&mut c, &raw.shadow);
 
     let mut categories = Vec::with_capacity(raw.categories.len());
     for (name, raw_category) in &raw.categories {
@@ -146,6 +152,14 @@ fn validate(raw: RawConfig) -> std::result::Result<Config, Vec<Problem>> {
             0
         }
     };
+    for category in &categories {
+        if category.budget.is_some() && calibration.file.is_none() {
+            c.report(
+                format!("categories.{}.max_wrong_rate", category.name),
+                "needs calibration data: set [calibration] file",
+            );
+        }
+    }
     let cache = CacheSettings {
         default_category,
         max_entry_bytes: c
@@ -168,6 +182,8 @@ fn validate(raw: RawConfig) -> std::result::Result<Config, Vec<Problem>> {
         admin,
         classifier,
         adaptive,
+        calibration,
+        shadow,
         categories,
     })
 }

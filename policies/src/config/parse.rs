@@ -8,7 +8,7 @@ use crate::error::{Error, Problem, Result};
 use crate::raw::{RawCategory, RawConfig};
 
 /// The top-level tables a config file may have.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "upstream",
     "engine",
@@ -19,6 +19,8 @@ const SECTIONS: [&str; 11] = [
     "admin",
     "classifier",
     "adaptive",
+    "calibration",
+    "shadow",
     "categories",
 ];
 
@@ -44,6 +46,8 @@ pub(super) fn parse(text: &str) -> Result<(RawConfig, Vec<Problem>)> {
             "admin" => raw.admin = Some(section(&key, value, p)),
             "classifier" => raw.classifier = section(&key, value, p),
             "adaptive" => raw.adaptive = section(&key, value, p),
+            "calibration" => raw.calibration = section(&key, value, p),
+            "shadow" => raw.shadow = section(&key, value, p),
             "categories" => {
                 let Some(table) = as_table(&key, value, p) else {
                     continue;

@@ -105,22 +105,43 @@ impl FromIterator<Guard> for GuardSet {
     }
 }
 
-/// Why a candidate was refused: shown in the lookup trace.
+/// Why a semantic candidate was not served: a metrics label and the lookup trace's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// Its similarity is below the threshold in force.
+    Threshold,
+    /// A hit guard found the questions asking different things.
+    Guard(Guard),
+    /// The conversations before the questions are not compatible.
+    Context,
+}
+
+impl RefusalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Threshold => "threshold",
+            Self::Guard(guard) => guard.name(),
+            Self::Context => "context",
+        }
+    }
+}
+
+/// Why a candidate was refused, with the detail for the lookup trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub guard: &'static str,
+    pub reason: RefusalReason,
     pub detail: String,
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.guard, self.detail)
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
     }
 }
 
 fn refuse(guard: Guard, detail: impl Into<String>) -> Result<(), Refusal> {
     Err(Refusal {
-        guard: guard.name(),
+        reason: RefusalReason::Guard(guard),
         detail: detail.into(),
     })
 }

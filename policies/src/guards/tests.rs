@@ -8,7 +8,7 @@ use super::*;
 fn check(cached: &str, query: &str, expected: Option<&str>) {
     let got = check_guards(cached, query, &GuardSet::all()).err();
     assert_eq!(
-        got.as_ref().map(|r| r.guard),
+        got.as_ref().map(|r| r.reason.as_str()),
         expected,
         "{cached:?} vs {query:?}: {got:?}"
     );

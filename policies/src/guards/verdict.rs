@@ -5,7 +5,7 @@
 use crate::config::{Category, Threshold};
 use crate::context::{ContextSettings, ConversationView, compare_context};
 
-use super::{Refusal, check_guards};
+use super::{Refusal, RefusalReason, check_guards};
 
 /// What is known about one candidate when it is judged.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,7 @@ pub fn judge(
     let threshold = threshold.get();
     if candidate.similarity < threshold {
         return Err(Refusal {
-            guard: "threshold",
+            reason: RefusalReason::Threshold,
             detail: format!("similarity {:.3} < {threshold:.3}", candidate.similarity),
         });
     }
@@ -80,7 +80,7 @@ mod tests {
             &ContextSettings::default(),
         )
         .err();
-        assert_eq!(got.as_ref().map(|r| r.guard), expected, "{got:?}");
+        assert_eq!(got.as_ref().map(|r| r.reason.as_str()), expected, "{got:?}");
     }
 
     proptest::proptest! {
