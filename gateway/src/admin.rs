@@ -167,16 +167,37 @@ pub async fn stats(State(state): State<AppState>) -> Json<Value> {
     let config = cache.config();
     let load_state = cache.load().state();
     let sample = cache.load().sample();
+    let policy = cache.policy();
+    let estimates = state.shadows.estimates(cache);
     let categories: Vec<Value> = cache
         .entries_per_category()
         .into_iter()
         .filter_map(|(name, entries, bytes)| {
             let category = config.category(&name)?;
+            let points = policy.points(&name);
+            let operating = points.map(|p| match load_state {
+                cachet_policies::LoadState::Normal => p.normal,
+                cachet_policies::LoadState::Relaxed => p.relaxed,
+            });
+            let calibrated = operating.and_then(|o| o.calibrated).map(|c| {
+                json!({
+                    "max_wrong_rate": operating.and_then(|o| o.budget),
+                    "served": c.served,
+                    "wrong": c.wrong,
+                    "wrong_upper_bound": c.wrong_bound,
+                    "should_hits": c.should_hits,
+                    "traps": c.traps,
+                })
+            });
             Some(json!({
                 "name": name,
                 "entries": entries,
                 "bytes": bytes,
-                "threshold": category.effective_threshold(load_state).get(),
+                "threshold": policy.operating_point(&name, load_state).threshold.get(),
+                "calibration": calibrated,
+                "tightened": points.map_or(0, |p| p.tightened),
+                "shadow_rate": category.shadow_rate,
+                "shadow": estimates.get(&name),
                 "ttl_seconds": category.effective_ttl(load_state).as_secs_f64(),
                 "cacheable": category.cacheable,
                 "shared": category.shared,

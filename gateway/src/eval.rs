@@ -43,6 +43,11 @@ pub struct EvalArgs {
     /// List every wrong answer and every missed should-hit with its reason.
     #[arg(long)]
     pub verbose: bool,
+    /// Also write each row's similarity, whether the guards and the context comparison let
+    /// it through, its label and group, tab separated: calibration data for
+    /// `[calibration] file`.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,12 @@ pub enum EvalError {
     Runtime(#[source] std::io::Error),
     #[error("failed to build the cache policy")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("failed to write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One labelled pair: `cached` is stored, `query` is looked up.
@@ -274,7 +285,11 @@ pub async fn lookup_pair(
         .map(|(a, b)| dot(a, b));
     let threshold = threshold
         .and_then(|t| cachet_policies::Threshold::new(f64::from(t)))
-        .unwrap_or(category.threshold);
+        .unwrap_or_else(|| {
+            policy
+                .operating_point(&category.name, cachet_policies::LoadState::Normal)
+                .threshold
+        });
     let candidate = Candidate {
         cached: &cached,
         query: &query,
@@ -289,6 +304,49 @@ pub async fn lookup_pair(
         similarity,
         lookup_ms,
     })
+}
+
+/// Calibration data for `[calibration] file`: each row's similarity, whether the default
+/// category's guards and context comparison let it through at any threshold (1 or 0), whether
+/// serving it would be wrong, and its group. Rows are scored whatever category they would be
+/// classified in: calibration is about the judge, not the routing.
+pub async fn calibration_scores(
+    policy: &Policy,
+    embedder: &Embedder,
+    rows: &[EvalRow],
+) -> Result<String, EvalError> {
+    let config = &policy.config;
+    let category = &config.categories[config.cache.default_category];
+    let mut out = String::from("similarity\tpassed\ttrap\tgroup\n");
+    let mut memo = EmbedMemo::new(embedder);
+    for row in rows {
+        let (Some(cached), Some(query)) = (view(&row.cached), view(&row.query)) else {
+            continue;
+        };
+        let similarity = dot(
+            &memo.embed(&cached.lookup_text).await?,
+            &memo.embed(&query.lookup_text).await?,
+        );
+        let topic_similarity = match (&cached.topic_text, &query.topic_text) {
+            (Some(a), Some(b)) => Some(dot(&memo.embed(a).await?, &memo.embed(b).await?)),
+            _ => None,
+        };
+        let candidate = Candidate {
+            cached: &cached,
+            query: &query,
+            similarity,
+            topic_similarity,
+        };
+        let zero = cachet_policies::Threshold::new(0.0).unwrap_or(cachet_policies::Threshold::MAX);
+        let passed = judge(category, zero, &candidate, &category.context).is_ok();
+        out.push_str(&format!(
+            "{similarity:.5}\t{}\t{}\t{}\n",
+            u8::from(passed),
+            u8::from(!row.should_hit),
+            row.group
+        ));
+    }
+    Ok(out)
 }
 
 /// Served shares for one set of rows.
@@ -485,6 +543,13 @@ pub fn run(args: &EvalArgs) -> Result<String, EvalError> {
     runtime.block_on(async {
         let embedder = Embedder::start(embedder_config(&config))?;
         let policy = Policy::build(std::sync::Arc::new(config), &embedder).await?;
+        if let Some(path) = &args.scores {
+            let scores = calibration_scores(&policy, &embedder, &rows).await?;
+            std::fs::write(path, scores).map_err(|source| EvalError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let report = evaluate(&policy, &embedder, &rows, args.sweep).await?;
         let mut out = if args.json {
             report.to_json().to_string()

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod reload;
 pub mod request;
 mod routes;
+pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod sync;

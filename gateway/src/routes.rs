@@ -17,6 +17,7 @@ use crate::cache::{Hit, HitKind, Plan};
 use crate::error::ApiError;
 use crate::flight::{Flight, FlightKey};
 use crate::request::{CacheRequest, Route};
+use crate::shadow::ShadowRequest;
 use crate::state::AppState;
 use crate::upstream::{relay, response_headers};
 
@@ -54,6 +55,20 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
         let lookup = cache.lookup(&parsed, &plan).await;
         if let Some(hit) = lookup.hit {
             count(route, &plan, hit_label(hit.kind));
+            if hit.kind == HitKind::Semantic && state.shadows.draw(cache, &plan.category) {
+                state.shadows.spawn(
+                    state.cache_handle(),
+                    state.upstream.clone(),
+                    ShadowRequest {
+                        category: plan.category.clone(),
+                        route,
+                        stream: parsed.stream,
+                        headers: parts.headers.clone(),
+                        body: bytes.clone(),
+                        cached: hit.answer.response.clone(),
+                    },
+                );
+            }
             return Ok(hit_response(route, &parsed, &plan, hit));
         }
         vector = lookup.vector;
@@ -340,14 +355,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let cache = state.cache();
     let load_state = cache.load().state();
     let config = cache.config();
+    let policy = cache.policy();
     for (category, entries, bytes) in cache.entries_per_category() {
         metrics::gauge!("cachet_entries", "category" => category.clone()).set(entries as f64);
         metrics::gauge!("cachet_entry_bytes", "category" => category.clone()).set(bytes as f64);
-        if let Some(policy) = config.category(&category) {
+        if let Some(cat) = config.category(&category) {
+            let point = policy.operating_point(&category, load_state);
             metrics::gauge!("cachet_effective_threshold", "category" => category.clone())
-                .set(f64::from(policy.effective_threshold(load_state).get()));
+                .set(f64::from(point.threshold.get()));
             metrics::gauge!("cachet_effective_ttl_seconds", "category" => category)
-                .set(policy.effective_ttl(load_state).as_secs_f64());
+                .set(cat.effective_ttl(load_state).as_secs_f64());
         }
     }
     match &state.metrics {

@@ -2,8 +2,10 @@
 //! upstream in the background while the cached answer is served at once. The fresh answer is
 //! compared with the cached one (cosine similarity of the two answers' embeddings against
 //! `[shadow] agreement`), and the category's wrong-answer rate is estimated over its most recent
-//! checks with a one-sided upper confidence bound. When that bound passes the category's
-//! `max_wrong_rate`, the category's budget is halved (a stricter operating point from the same
+//! checks with one-sided confidence bounds. When the lower bound passes the category's
+//! `max_wrong_rate` (the rate is above the budget with the configured confidence: an upper
+//! bound would pass any small budget after a handful of checks, even with none wrong), the
+//! category's budget is halved (a stricter threshold from the same
 //! calibration data), the reason is logged and the estimate starts afresh.
 //!
 //! What is estimated is the share of shadow-checked semantic hits whose fresh answer disagrees:
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
-use cachet_policies::upper_bound;
+use cachet_policies::{lower_bound, upper_bound};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -35,7 +37,8 @@ pub struct Estimate {
     /// Of which the fresh answer disagreed with the cached one.
     pub disagreed: usize,
     pub rate: f64,
-    /// One-sided upper confidence bound of the rate.
+    /// One-sided confidence bounds of the rate.
+    pub lower_bound: f64,
     pub upper_bound: f64,
     /// Checks made since the gateway started (all windows).
     pub total_checks: u64,
@@ -128,7 +131,9 @@ impl Shadows {
         .increment(1);
         metrics::gauge!("cachet_estimated_wrong_rate", "category" => category.to_owned())
             .set(estimate.rate);
-        metrics::gauge!("cachet_estimated_wrong_rate_bound", "category" => category.to_owned())
+        metrics::gauge!("cachet_estimated_wrong_rate_lower_bound", "category" => category.to_owned())
+            .set(estimate.lower_bound);
+        metrics::gauge!("cachet_estimated_wrong_rate_upper_bound", "category" => category.to_owned())
             .set(estimate.upper_bound);
         tracing::debug!(category, similarity, wrong, ?estimate, "shadow check");
         let policy = cache.policy();
@@ -143,7 +148,7 @@ impl Shadows {
                 cachet_policies::LoadState::Relaxed => p.relaxed.budget,
             })
             .unwrap_or(budget.max_wrong_rate);
-        if estimate.samples < settings.min_samples || estimate.upper_bound <= allowed {
+        if estimate.samples < settings.min_samples || estimate.lower_bound <= allowed {
             return;
         }
         let Some(tighter) = policy.tightened(category) else {
@@ -154,10 +159,10 @@ impl Shadows {
             category,
             disagreed = estimate.disagreed,
             samples = estimate.samples,
-            upper_bound = estimate.upper_bound,
+            lower_bound = estimate.lower_bound,
             allowed,
             next = ?next,
-            "shadow checks put the wrong-answer rate above the category's budget: tightening its operating point"
+            "shadow checks put the wrong-answer rate above the category's budget: tightening its threshold"
         );
         metrics::counter!("cachet_shadow_tightenings_total", "category" => category.to_owned())
             .increment(1);
@@ -180,11 +185,7 @@ impl Shadows {
 }
 
 fn confidence(cache: &Cache) -> f64 {
-    cache
-        .config()
-        .verifier
-        .as_ref()
-        .map_or(cachet_policies::DEFAULT_CONFIDENCE, |v| v.confidence)
+    cache.config().calibration.confidence
 }
 
 fn estimate(window: &Window, confidence: f64) -> Estimate {
@@ -198,6 +199,7 @@ fn estimate(window: &Window, confidence: f64) -> Estimate {
         } else {
             disagreed as f64 / samples as f64
         },
+        lower_bound: lower_bound(disagreed, samples, confidence),
         upper_bound: upper_bound(disagreed, samples, confidence),
         total_checks: window.total_checks,
     }

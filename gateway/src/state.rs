@@ -8,12 +8,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::cache::Cache;
 use crate::flight::Flights;
 use crate::reload::ConfigSource;
+use crate::shadow::Shadows;
 use crate::upstream::Upstream;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     cache: Arc<Cache>,
     pub flights: Arc<Flights>,
+    /// Background checks of semantic hits against the upstream.
+    pub shadows: Arc<Shadows>,
     pub upstream: Upstream,
     /// Fixed at start: the server section takes effect only after a restart.
     pub max_body_bytes: usize,
@@ -35,6 +38,7 @@ impl AppState {
         Self {
             cache,
             flights: Arc::new(Flights::default()),
+            shadows: Arc::new(Shadows::default()),
             upstream,
             max_body_bytes,
             metrics,

@@ -31,6 +31,7 @@ fn eval(pairs: Option<PathBuf>, conversations: Option<PathBuf>) -> serde_json::V
         json: true,
         sweep: false,
         verbose: false,
+        scores: None,
     };
     let out = run(&args).expect("eval runs");
     serde_json::from_str(&out).expect("json summary")

@@ -114,6 +114,12 @@ impl Cache {
         self.policy.load_full()
     }
 
+    /// Puts in force a policy of the same config with other operating points (a shadow check
+    /// tightened a category); indexes and quotas are untouched.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
     }
@@ -277,7 +283,9 @@ impl Cache {
         metrics::histogram!("cachet_search_seconds").record(started.elapsed().as_secs_f64());
         // The topic embedding is needed only by candidates whose context refers back to it.
         let mut topic_vector: Option<Option<Vec<f32>>> = None;
-        let threshold = category.effective_threshold(self.load.state());
+        let threshold = policy
+            .operating_point(&plan.category, self.load.state())
+            .threshold;
         for neighbour in neighbours
             .into_iter()
             .filter(|n| n.similarity >= threshold.get())
@@ -313,8 +321,11 @@ impl Cache {
                     %refusal,
                     "candidate refused"
                 );
-                metrics::counter!("cachet_guard_refusals_total", "guard" => refusal.guard)
-                    .increment(1);
+                metrics::counter!(
+                    "cachet_guard_refusals_total",
+                    "guard" => refusal.reason.as_str()
+                )
+                .increment(1);
                 continue;
             }
             tracing::debug!(

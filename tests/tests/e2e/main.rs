@@ -25,6 +25,7 @@ mod reload;
 mod replicas;
 mod restarts;
 mod sdk_upstream;
+mod shadow;
 mod store_faults;
 mod support;
 mod tenants;
