@@ -15,9 +15,10 @@ mod secret;
 
 pub use classify::{CATEGORY_HEADER, Classification, RequestFacts};
 pub use config::{
-    AdaptiveSettings, AdminSettings, CacheSettings, Category, ClassifierSettings, Config,
-    DeviceSpec, EmbedderSettings, EngineSettings, Eviction, IndexSettings, MatchRules,
-    ServerSettings, StoreBreaker, StoreSettings, Threshold, UpstreamSettings,
+    AdaptiveSettings, AdminSettings, Anonymous, CacheSettings, Category, ClassifierSettings,
+    Config, DeviceSpec, EmbedderSettings, EngineSettings, EnvLookup, Eviction, IndexSettings,
+    MatchRules, ServerSettings, StoreBreaker, StoreSettings, Threshold, UpstreamSettings,
+    weak_token,
 };
 pub use context::{
     ContextSettings, ConversationView, FinalKind, Message, compare_context, conversation_view,
