@@ -14,7 +14,7 @@ use toml::Table;
 use crate::support::{KEY_A, RawResponse, read_raw};
 
 /// The admin token of the scenarios that enable the admin API.
-pub const ADMIN_TOKEN: &str = "admin-token-for-the-e2e-tests";
+pub const ADMIN_TOKEN: &str = "e2e-7c1f9a3d5b80e24f6a1c9d3e";
 
 /// Longest wait for the gateway to store an answer it has sent.
 const FILL_TIMEOUT: Duration = Duration::from_secs(20);
