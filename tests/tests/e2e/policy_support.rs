@@ -72,6 +72,11 @@ impl PolicyStack {
 
     /// A chat request whatever the answer's status (an upstream error passes through).
     pub fn post_chat(&self, question: &str, headers: &[(&str, &str)]) -> RawResponse {
+        self.post_chat_as(KEY_A, question, headers)
+    }
+
+    /// [`PolicyStack::post_chat`] as tenant `key`.
+    pub fn post_chat_as(&self, key: &str, question: &str, headers: &[(&str, &str)]) -> RawResponse {
         let body = json!({
             "model": "test-model",
             "messages": [{"role": "user", "content": question}],
@@ -79,7 +84,7 @@ impl PolicyStack {
         self.send(
             reqwest::Method::POST,
             "/v1/chat/completions",
-            Some(KEY_A),
+            Some(key),
             headers,
             Some(body.to_string()),
         )
