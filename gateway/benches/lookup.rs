@@ -127,7 +127,12 @@ async fn run(config: Arc<Config>, iterations: usize, rounds: usize) -> anyhow::R
     let load = Arc::new(LoadTracker::new(&config.adaptive));
     let policy = Policy::build(Arc::clone(&config), &embedder).await?;
     let cache = Cache::new(policy, embedder.clone(), store, load)?;
-    let headers = HeaderMap::new();
+    // One tenant, as a client with an API key (keyless requests bypass the cache).
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        axum::http::HeaderValue::from_static("Bearer sk-bench"),
+    );
 
     let mut stored = dev_questions(Path::new("."));
     stored.extend(

@@ -61,6 +61,11 @@ async fn launch(settings: &EngineSettings) -> Result<(String, Child), EngineErro
         .arg(&settings.model)
         .args(["--listen", "127.0.0.1:0", "--device", &settings.device])
         .args(&settings.args)
+        // The gateway sends the tenant it derived in x-cachet-tenant (and strips any a client
+        // sent), so the engine salts its prefix cache exactly as the cache is partitioned.
+        // The engine refuses this flag on an address other than loopback, so an `args` entry
+        // that moves it elsewhere fails at start instead of trusting the world.
+        .arg("--trust-gateway-header")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,6 +128,7 @@ pub async fn supervise(
     let (url, mut child) = launch(&settings).await?;
     tracing::info!(%url, model = %settings.model.display(), "engine ready");
     upstream.set_base_url(url);
+    upstream.send_tenant_header();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);

@@ -30,10 +30,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("the cache store is unavailable; try again when /healthz reports it up")]
     StoreUnavailable,
-    #[error("the admin api is disabled; set [admin] token in the config to enable it")]
+    #[error("the admin api is disabled; set [admin] token or token_env in the config to enable it")]
     AdminDisabled,
     #[error("a valid admin token is required (Authorization: Bearer TOKEN)")]
     Unauthorized,
+    #[error("a valid metrics token is required (Authorization: Bearer TOKEN)")]
+    MetricsUnauthorized,
     /// A reloaded config was refused; the running policy stays in force.
     #[error("{message}")]
     InvalidConfig {
@@ -96,6 +98,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_admin_token",
+            ),
+            Self::MetricsUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid_metrics_token",
             ),
             Self::InvalidConfig { .. } => (
                 StatusCode::BAD_REQUEST,

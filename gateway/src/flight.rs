@@ -14,10 +14,13 @@ use tokio::sync::Notify;
 
 use crate::error::ApiError;
 
-/// What identifies one shared upstream request: the exact key plus what changes the bytes the
+/// What identifies one shared upstream request: who asks (flights never join two tenants,
+/// even in a shared category, so each tenant's own key reaches the upstream and no tenant
+/// receives another's answer headers or errors), the exact key, and what changes the bytes the
 /// client receives (streaming or not, a usage chunk) and whether the answer may be stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FlightKey {
+    pub caller: String,
     pub exact_key: String,
     pub stream: bool,
     pub include_usage: bool,
@@ -160,6 +163,7 @@ mod tests {
 
     fn key(exact: &str) -> FlightKey {
         FlightKey {
+            caller: "t".to_owned(),
             exact_key: exact.to_owned(),
             stream: false,
             include_usage: false,

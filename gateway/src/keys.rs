@@ -1,5 +1,6 @@
 //! Tenant identity and the hashes that address cache entries: the exact-match key, the entry id
-//! derived from it, and the partition that confines semantic search to one tenant and context.
+//! derived from it, and the partition that confines semantic search to one tenant, context and
+//! set of output-affecting parameters.
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -11,17 +12,19 @@ use crate::request::{CacheRequest, write_canonical};
 pub struct Tenant(String);
 
 impl Tenant {
-    /// The tenant of a request: a hash of its bearer key, or `anonymous` without one.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let key = headers
+    /// The tenant of a request: a hash of its bearer key, or `None` without one.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
-            .filter(|k| !k.is_empty());
-        match key {
-            Some(key) => Self::from_api_key(key),
-            None => Self("anonymous".to_owned()),
-        }
+            .filter(|k| !k.is_empty())
+            .map(Self::from_api_key)
+    }
+
+    /// The one tenant of every request without a key, when `[cache] anonymous = "tenant"`.
+    pub fn anonymous() -> Self {
+        Self("anonymous".to_owned())
     }
 
     /// The tenant of an API key.
@@ -38,6 +41,14 @@ impl Tenant {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The index's quota owner for the tenant recorded with an entry: its hash, as a number.
+pub fn quota_owner(tenant: &str) -> u64 {
+    let digest = digest(b"cachet-owner-v1", &[tenant]);
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(head)
 }
 
 /// SHA-256 of a domain tag and NUL-separated parts.
@@ -76,8 +87,11 @@ impl ExactKey {
 }
 
 /// The partition a request's semantic neighbours must share: same tenant, category, route,
-/// model and system prompt. The rest of the conversation is compared per candidate
-/// (`policies::judge`), so that reworded history can still match.
+/// model, system prompt and every output-affecting parameter the exact key has (`max_tokens`,
+/// `temperature`, `stop`, `logit_bias`, `response_format`, `seed`, tools, ...), so that an
+/// answer cut short or skewed by its parameters is never served to a request without them.
+/// The rest of the conversation is compared per candidate (`policies::judge`), so that
+/// reworded history can still match.
 pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64 {
     let mut system = String::new();
     for message in &request.system {
@@ -85,13 +99,14 @@ pub fn partition(tenant: &Tenant, category: &str, request: &CacheRequest) -> u64
         system.push('\n');
     }
     let digest = digest(
-        b"cachet-partition-v1",
+        b"cachet-partition-v2",
         &[
             tenant.as_str(),
             category,
             request.route.path(),
             &request.model,
             &system,
+            &request.canonical_parameters(),
         ],
     );
     let mut head = [0u8; 8];
@@ -114,15 +129,51 @@ mod tests {
                 HeaderValue::from_str(auth).expect("header"),
             );
         }
-        Tenant::from_headers(&headers)
+        Tenant::from_headers(&headers).unwrap_or_else(Tenant::anonymous)
     }
 
     #[test]
     fn tenants_are_key_hashes() {
         assert_eq!(tenant(Some("Bearer sk-a")), tenant(Some("Bearer sk-a")));
         assert_ne!(tenant(Some("Bearer sk-a")), tenant(Some("Bearer sk-b")));
-        assert_eq!(tenant(None).as_str(), "anonymous");
+        assert_eq!(Tenant::from_headers(&HeaderMap::new()), None);
+        assert_eq!(tenant(Some("Bearer ")), Tenant::anonymous());
         assert!(!tenant(Some("Bearer sk-a")).as_str().contains("sk-a"));
+        assert_ne!(quota_owner("a"), quota_owner("b"));
+    }
+
+    #[test]
+    fn output_affecting_parameters_separate_partitions() {
+        let req = |body: &str| CacheRequest::parse(Route::Chat, body.as_bytes()).expect("valid");
+        let base = r#""model":"m","messages":[{"role":"user","content":"q"}]"#;
+        let t = tenant(Some("Bearer 1"));
+        let plain = partition(&t, "c", &req(&format!("{{{base}}}")));
+        for extra in [
+            r#""max_tokens":1"#,
+            r#""max_completion_tokens":1"#,
+            r#""temperature":0"#,
+            r#""stop":["."]"#,
+            r#""logit_bias":{"1":100}"#,
+            r#""response_format":{"type":"json_object"}"#,
+            r#""seed":7"#,
+            r#""top_p":0.5"#,
+            r#""presence_penalty":1"#,
+        ] {
+            let other = partition(&t, "c", &req(&format!("{{{base},{extra}}}")));
+            assert_ne!(plain, other, "{extra} must change the partition");
+        }
+        // What does not change the answer does not split partitions.
+        for transport in [
+            r#""stream":true"#,
+            r#""user":"u1""#,
+            r#""metadata":{"a":"b"}"#,
+        ] {
+            let same = partition(&t, "c", &req(&format!("{{{base},{transport}}}")));
+            assert_eq!(plain, same, "{transport}");
+        }
+        // Nor does the question: that is what the semantic search compares.
+        let other_question = req(r#"{"model":"m","messages":[{"role":"user","content":"p"}]}"#);
+        assert_eq!(plain, partition(&t, "c", &other_question));
     }
 
     #[test]

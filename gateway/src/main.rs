@@ -16,7 +16,7 @@ use cachet_gateway::reload::{self, ConfigSource};
 use cachet_gateway::store::StoreClient;
 use cachet_gateway::sync;
 use cachet_gateway::upstream::Upstream;
-use cachet_gateway::{AppState, app};
+use cachet_gateway::{AppState, admin_app, app};
 use cachet_index::{Change, EntryStore, MemoryStore, OriginFilter, RedisOptions, RedisStore};
 use cachet_policies::{Config, StoreSettings};
 use clap::{Parser, Subcommand};
@@ -269,13 +269,33 @@ async fn serve(source: ConfigSource) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match config.admin.as_ref().and_then(|admin| admin.listen) {
+        Some(admin_addr) => Some(
+            tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("failed to listen on {admin_addr} ([admin] listen)"))?,
+        ),
+        None => None,
+    };
     // Streamed answers go out in small chunks: send each at once instead of waiting on Nagle.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::trace!(error = %e, "failed to set TCP_NODELAY");
         }
     });
+    // `base_url` shows a password in the upstream URL as `***`.
     tracing::info!(%addr, upstream = %state.upstream.base_url(), store = cache.store().kind(), "cachet serving");
+    if let Some(admin_listener) = admin_listener {
+        let admin_addr = admin_listener.local_addr()?;
+        println!("admin listening on http://{admin_addr}");
+        let admin = axum::serve(admin_listener, admin_app(state.clone()))
+            .with_graceful_shutdown(shutdown());
+        tokio::spawn(async move {
+            if let Err(e) = admin.await {
+                tracing::error!(error = %e, "the admin listener failed");
+            }
+        });
+    }
     println!("listening on http://{addr}");
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())

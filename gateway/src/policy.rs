@@ -240,6 +240,7 @@ pub fn quota_of(category: &Category) -> Quota {
     Quota {
         max_entries: category.max_entries,
         max_bytes: category.max_bytes,
+        max_entries_per_owner: category.max_entries_per_tenant,
         eviction: match category.eviction {
             Eviction::Lru => EvictionPolicy::Lru,
             Eviction::Lfu => EvictionPolicy::Lfu,

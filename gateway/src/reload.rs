@@ -67,12 +67,15 @@ pub struct Reloaded {
 }
 
 impl ConfigSource {
-    /// Reads and validates the file and applies the overrides.
+    /// Reads and validates the file, with the environment variables it names (its tokens), and
+    /// applies the overrides.
     pub fn load(&self) -> Result<Config, ReloadError> {
-        let mut config = Config::load(&self.path).map_err(|source| ReloadError::Invalid {
-            path: self.path.clone(),
-            source,
-        })?;
+        let env = |name: &str| std::env::var(name).ok();
+        let mut config =
+            Config::load_with_env(&self.path, &env).map_err(|source| ReloadError::Invalid {
+                path: self.path.clone(),
+                source,
+            })?;
         if let Some(listen) = self.listen {
             config.server.listen = listen;
         }

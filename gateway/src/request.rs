@@ -230,11 +230,23 @@ impl CacheRequest {
 
     /// The body without fields that do not change the answer, in canonical form.
     pub fn canonical_output_fields(&self) -> String {
+        self.canonical_fields(&[])
+    }
+
+    /// The output-affecting parameters alone, in canonical form: the exact key's fields less
+    /// the conversation (or prompt) and the model, which semantic lookup compares its own way.
+    pub fn canonical_parameters(&self) -> String {
+        self.canonical_fields(&["messages", "prompt", "model"])
+    }
+
+    fn canonical_fields(&self, also_skipped: &[&str]) -> String {
         let mut out = String::new();
         let mut fields: Vec<(&String, &Value)> = self
             .body
             .iter()
-            .filter(|(k, _)| !NON_OUTPUT_FIELDS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                !NON_OUTPUT_FIELDS.contains(&k.as_str()) && !also_skipped.contains(&k.as_str())
+            })
             .collect();
         fields.sort_by(|a, b| a.0.cmp(b.0));
         out.push('{');

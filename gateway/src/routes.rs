@@ -16,10 +16,11 @@ use crate::answer::{self, CachedAnswer, replay_json, replay_sse};
 use crate::cache::{Hit, HitKind, Plan};
 use crate::error::ApiError;
 use crate::flight::{Flight, FlightKey};
+use crate::keys::Tenant;
 use crate::request::{CacheRequest, Route};
 use crate::shadow::ShadowRequest;
 use crate::state::AppState;
-use crate::upstream::{relay, response_headers};
+use crate::upstream::{relay, response_headers, strip_per_caller};
 
 pub async fn chat(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     cached(state, Route::Chat, request).await
@@ -65,6 +66,7 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
                         stream: parsed.stream,
                         headers: parts.headers.clone(),
                         body: bytes.clone(),
+                        tenant: engine_tenant(&plan),
                         cached: hit.answer.response.clone(),
                     },
                 );
@@ -77,9 +79,16 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
     let label = if plan.lookup { "miss" } else { "bypass" };
     count(route, &plan, label);
     if plan.bypass.is_some() {
+        let tenant = engine_tenant(&plan);
         let upstream = state
             .upstream
-            .send(Method::POST, route.upstream_path(), &parts.headers, bytes)
+            .send(
+                Method::POST,
+                route.upstream_path(),
+                &parts.headers,
+                bytes,
+                &tenant,
+            )
             .await?;
         let mut response = relay(upstream);
         decorate(response.headers_mut(), &plan, label, None, None);
@@ -87,6 +96,7 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
     }
 
     let key = FlightKey {
+        caller: plan.caller.as_str().to_owned(),
         exact_key: plan.key.to_hex(),
         stream: parsed.stream,
         include_usage: parsed.include_usage,
@@ -109,6 +119,9 @@ async fn cached(state: AppState, route: Route, request: Request) -> Result<Respo
             .increment(1);
     }
     let (mut response, served_as) = flight.response().await?;
+    if !leader {
+        strip_per_caller(response.headers_mut());
+    }
     let entry = plan.store.then(|| plan.key.entry_id());
     decorate(
         response.headers_mut(),
@@ -159,7 +172,13 @@ impl Miss {
         let started = std::time::Instant::now();
         let upstream = match state
             .upstream
-            .send(Method::POST, route.upstream_path(), &headers, body)
+            .send(
+                Method::POST,
+                route.upstream_path(),
+                &headers,
+                body,
+                &engine_tenant(&plan),
+            )
             .await
         {
             Ok(upstream) => upstream,
@@ -207,6 +226,17 @@ impl Miss {
             }
         }
         state.flights.land(&key);
+    }
+}
+
+/// The tenant the bundled engine salts its prefix cache with: the caller's, as the cache uses
+/// it. A keyless request the cache bypasses has no tenant at all, so it gets a salt of its
+/// own and shares no cached prefix with anyone.
+fn engine_tenant(plan: &Plan) -> String {
+    if plan.bypass == Some("anonymous") {
+        format!("anonymous-{:016x}", rand::random::<u64>())
+    } else {
+        plan.caller.as_str().to_owned()
     }
 }
 
@@ -323,9 +353,10 @@ pub async fn passthrough(
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
+    let tenant = Tenant::from_headers(&parts.headers).unwrap_or_else(Tenant::anonymous);
     let upstream = state
         .upstream
-        .send(parts.method, &path, &parts.headers, bytes)
+        .send(parts.method, &path, &parts.headers, bytes, tenant.as_str())
         .await?;
     Ok(relay(upstream))
 }
@@ -351,8 +382,17 @@ pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let cache = state.cache();
+    if let Some(token) = &cache.config().metrics_token {
+        // Compared in constant time, as the admin token is.
+        if !crate::admin::bearer(&headers).is_some_and(|presented| token.matches(presented)) {
+            return Err(ApiError::MetricsUnauthorized);
+        }
+    }
     let load_state = cache.load().state();
     let config = cache.config();
     let policy = cache.policy();
@@ -367,14 +407,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 .set(cat.effective_ttl(load_state).as_secs_f64());
         }
     }
-    match &state.metrics {
+    Ok(match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             handle.render(),
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
-    }
+    })
 }
 
 pub async fn not_found(request: Request) -> ApiError {

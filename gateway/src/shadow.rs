@@ -65,6 +65,8 @@ pub struct ShadowRequest {
     pub stream: bool,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The tenant the gateway derived, sent to an upstream that trusts it (the bundled engine).
+    pub tenant: String,
     /// The cached answer that was served, in its non-streamed shape.
     pub cached: Value,
 }
@@ -213,6 +215,7 @@ async fn fresh_answer(upstream: &Upstream, request: &ShadowRequest) -> Option<Va
             request.route.upstream_path(),
             &request.headers,
             request.body.clone(),
+            &request.tenant,
         )
         .await
         .ok()?;

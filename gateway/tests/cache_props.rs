@@ -3,53 +3,17 @@
 //! semantic hit clears its category's threshold, no tenant ever hits another's entry, and every
 //! stored entry expires exactly one category TTL after it was stored.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
-use cachet_embedder::{BatchOptions, EmbedBackend, Embedder};
-use cachet_gateway::breaker::Breaker;
 use cachet_gateway::cache::{Cache, HitKind};
-use cachet_gateway::load::LoadTracker;
 use cachet_gateway::policy::Policy;
-use cachet_gateway::request::{CacheRequest, Route};
-use cachet_gateway::store::StoreClient;
-use cachet_index::MemoryStore;
+use cachet_gateway::request::CacheRequest;
 use cachet_policies::Config;
+use common::{answer, headers, runtime};
 use proptest::prelude::*;
-use serde_json::json;
-
-const DIM: usize = 64;
-
-/// Hashes each lower-cased word into one of `DIM` buckets: texts sharing words are similar.
-struct BagOfWords;
-
-impl EmbedBackend for BagOfWords {
-    fn embed_batch(&mut self, texts: &[&str]) -> cachet_embedder::Result<Vec<Vec<f32>>> {
-        Ok(texts
-            .iter()
-            .map(|text| {
-                let mut v = vec![0.0f32; DIM];
-                for word in text.split_whitespace() {
-                    let h = word
-                        .to_lowercase()
-                        .bytes()
-                        .fold(1469598103934665603u64, |h, b| {
-                            (h ^ u64::from(b)).wrapping_mul(1099511628211)
-                        });
-                    v[(h % DIM as u64) as usize] += 1.0;
-                }
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-                v.iter_mut().for_each(|x| *x /= norm);
-                v
-            })
-            .collect())
-    }
-
-    fn dim(&self) -> usize {
-        DIM
-    }
-}
 
 const CONFIG: &str = r#"
 [categories.code]
@@ -73,42 +37,12 @@ fn question() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(WORDS.to_vec()), 2..6).prop_map(|w| w.join(" "))
 }
 
-fn headers(tenant: u8) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let key = format!("Bearer sk-tenant-{tenant}");
-    h.insert("authorization", HeaderValue::from_str(&key).expect("ascii"));
-    h
-}
-
 fn request(text: &str) -> CacheRequest {
-    let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
-    CacheRequest::parse(Route::Chat, body.to_string().as_bytes()).expect("valid request")
-}
-
-fn answer(text: &str) -> serde_json::Value {
-    json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
+    common::chat(text)
 }
 
 async fn cache() -> Cache {
-    let config = Arc::new(Config::from_toml(CONFIG).expect("valid config"));
-    let embedder =
-        Embedder::with_backend(BagOfWords, BatchOptions::default()).expect("embedder starts");
-    let store = StoreClient::new(
-        Arc::new(MemoryStore::new()),
-        Breaker::new(3, Duration::from_secs(1)),
-        Duration::from_secs(5),
-    );
-    let load = Arc::new(LoadTracker::new(&config.adaptive));
-    let policy = Policy::build(config, &embedder).await.expect("policy");
-    Cache::new(policy, embedder, store, load).expect("cache")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+    common::cache(CONFIG).await
 }
 
 proptest! {

@@ -104,9 +104,10 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
     /// Take the tenant from the x-cachet-tenant header instead of the Authorization
-    /// credential. Only enable this when the engine is reachable solely through a
-    /// cachet gateway, which sets the header itself: any client that can reach the
-    /// engine directly could otherwise claim another tenant's prefix cache.
+    /// credential, as the cachet gateway that starts the engine does (it sends the tenant
+    /// it derived, and strips any header a client sent). Refused unless --listen is a
+    /// loopback address: any client that could reach the engine directly could otherwise
+    /// claim another tenant's prefix cache.
     #[arg(long)]
     trust_gateway_header: bool,
 }
@@ -158,6 +159,13 @@ pub fn start_engine(args: &ModelArgs, show_progress: bool) -> anyhow::Result<Eng
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.trust_gateway_header && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--trust-gateway-header needs a loopback --listen address, not {}: a client that \
+             reaches the engine directly could name any tenant in x-cachet-tenant",
+            args.listen
+        );
+    }
     let metrics = server::metrics_handle();
     let engine = start_engine(&args.model, true)?;
     let state = AppState {

@@ -248,6 +248,26 @@ fn unknown_device_is_a_startup_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cuda:0"));
 }
 
+#[test]
+fn the_tenant_header_is_trusted_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_qwen2(dir.path(), 3);
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cachet-engine"))
+            .args(["serve", "--model"])
+            .arg(dir.path())
+            .args(["--listen", listen, "--trust-gateway-header"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("--trust-gateway-header needs a loopback --listen address"),
+            "{listen}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn seed_reproduces_sampling_and_stop_strings_end_output() {
     let (_dir, s) = tiny_server().await;

@@ -40,6 +40,7 @@ fn entry(id: u64, partition: u64, vector: &[f32], expires_at_ms: u64) -> NewEntr
     NewEntry {
         id,
         partition,
+        owner: 0,
         vector,
         expires_at_ms,
         size_bytes: 1_000 + (id * 7_919 % 4_000) as usize,
@@ -265,6 +266,7 @@ fn bench_eviction(
         let full = Quota {
             max_entries: NonZeroUsize::new(held),
             max_bytes: None,
+            max_entries_per_owner: None,
             eviction: policy,
         };
         let started = Instant::now();
@@ -279,6 +281,7 @@ fn bench_eviction(
     let shrunk = Quota {
         max_entries: NonZeroUsize::new(held * 9 / 10),
         max_bytes: None,
+        max_entries_per_owner: None,
         eviction: EvictionPolicy::Gdsf,
     };
     let started = Instant::now();

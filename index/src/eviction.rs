@@ -32,6 +32,10 @@ pub struct Quota {
     /// Most bytes held, summing the entries' `size_bytes`; `None` for no limit. An entry
     /// larger than this on its own is never admitted: `insert` returns its id as evicted.
     pub max_bytes: Option<NonZeroUsize>,
+    /// Most entries one owner (the entries' [`NewEntry::owner`], a tenant) may hold; `None` for
+    /// no limit. An owner at its limit gives up its own lowest-ranked entry for a new one, so
+    /// that it never evicts another owner's entries while the category as a whole has room.
+    pub max_entries_per_owner: Option<NonZeroUsize>,
     pub eviction: EvictionPolicy,
 }
 
@@ -39,6 +43,11 @@ impl Quota {
     /// Whether an entry of `size_bytes` can be held at all.
     pub(crate) fn admits(&self, size_bytes: usize) -> bool {
         self.max_bytes.is_none_or(|max| size_bytes <= max.get())
+    }
+
+    fn owner_exceeded_by(&self, entries: usize) -> bool {
+        self.max_entries_per_owner
+            .is_some_and(|max| entries > max.get())
     }
 
     fn exceeded_by(&self, entries: usize, bytes: usize) -> bool {
@@ -88,6 +97,8 @@ struct Record {
     /// Logical time of the last insert or touch.
     last_used: u64,
     expires_at_ms: u64,
+    /// Who the entry counts against for `max_entries_per_owner`.
+    owner: u64,
     /// GDSF priority as of the last insert or touch; kept under every policy so that a
     /// switch to GDSF needs no history.
     gdsf: f64,
@@ -103,6 +114,8 @@ pub(crate) struct EvictionOrder {
     quota: Quota,
     records: HashMap<EntryId, Record>,
     ranked: BTreeSet<(Rank, EntryId)>,
+    /// The same order split by owner, for an owner's own next victim in O(log n).
+    by_owner: HashMap<u64, BTreeSet<(Rank, EntryId)>>,
     total_bytes: usize,
     /// The GDSF clock `L`: the priority of the last entry evicted by policy.
     clock: f64,
@@ -137,9 +150,14 @@ impl EvictionOrder {
         self.quota = quota;
         if policy_changed {
             self.ranked.clear();
+            self.by_owner.clear();
             for (&id, record) in &mut self.records {
                 record.rank = rank(quota.eviction, record);
                 self.ranked.insert((record.rank, id));
+                self.by_owner
+                    .entry(record.owner)
+                    .or_default()
+                    .insert((record.rank, id));
             }
         }
     }
@@ -159,7 +177,14 @@ impl EvictionOrder {
     /// Records a new entry, replacing any earlier one with the same id (a replacement starts
     /// afresh: its answer is new, so are its hits). Its GDSF priority starts from the current
     /// clock, so room is made first (see [`admit`]).
-    fn insert(&mut self, id: EntryId, size_bytes: usize, cost: f32, expires_at_ms: u64) {
+    fn insert(
+        &mut self,
+        id: EntryId,
+        owner: u64,
+        size_bytes: usize,
+        cost: f32,
+        expires_at_ms: u64,
+    ) {
         self.remove(id);
         let cost = if cost.is_finite() && cost > 0.0 {
             f64::from(cost)
@@ -172,6 +197,7 @@ impl EvictionOrder {
             frequency: 1,
             last_used: self.tick(),
             expires_at_ms,
+            owner,
             gdsf: 0.0,
             rank: Rank {
                 primary: 0.0,
@@ -182,6 +208,10 @@ impl EvictionOrder {
         // Sizes are the caller's figures; saturating keeps absurd ones from overflowing.
         self.total_bytes = self.total_bytes.saturating_add(size_bytes);
         self.ranked.insert((record.rank, id));
+        self.by_owner
+            .entry(owner)
+            .or_default()
+            .insert((record.rank, id));
         self.records.insert(id, record);
     }
 
@@ -196,11 +226,14 @@ impl EvictionOrder {
             return false;
         }
         self.ranked.remove(&(record.rank, id));
+        let owned = self.by_owner.entry(record.owner).or_default();
+        owned.remove(&(record.rank, id));
         record.frequency = record.frequency.saturating_add(1);
         record.last_used = use_no;
         record.gdsf = gdsf(clock, record);
         record.rank = rank(policy, record);
         self.ranked.insert((record.rank, id));
+        owned.insert((record.rank, id));
         self.next_use += 1;
         true
     }
@@ -211,8 +244,41 @@ impl EvictionOrder {
             return false;
         };
         self.ranked.remove(&(record.rank, id));
+        if let Some(owned) = self.by_owner.get_mut(&record.owner) {
+            owned.remove(&(record.rank, id));
+            if owned.is_empty() {
+                self.by_owner.remove(&record.owner);
+            }
+        }
         self.total_bytes = self.total_bytes.saturating_sub(record.size_bytes);
         true
+    }
+
+    /// Entries `owner` holds.
+    fn owned(&self, owner: u64) -> usize {
+        self.by_owner.get(&owner).map_or(0, BTreeSet::len)
+    }
+
+    /// The entry of `owner` the policy gives up first, other than `keep`.
+    fn owner_victim(&self, owner: u64, keep: Option<EntryId>) -> Option<EntryId> {
+        self.by_owner
+            .get(&owner)?
+            .iter()
+            .map(|&(_, id)| id)
+            .find(|&id| Some(id) != keep)
+    }
+
+    /// Owners holding more than the per-owner quota allows, in order (so that evictions come
+    /// in a reproducible order).
+    fn owners_over_quota(&self) -> Vec<u64> {
+        let mut owners: Vec<u64> = self
+            .by_owner
+            .iter()
+            .filter(|(_, owned)| self.quota.owner_exceeded_by(owned.len()))
+            .map(|(&owner, _)| owner)
+            .collect();
+        owners.sort_unstable();
+        owners
     }
 
     /// Forgets every entry; the quota stays and the GDSF clock starts over.
@@ -279,8 +345,20 @@ pub(crate) fn admit(
 ) -> Vec<EntryId> {
     // A replaced entry's bytes and rank go before room is measured.
     order.remove(entry.id);
-    let evicted = make_room(state, order, now_ms, Some((entry.id, entry.size_bytes)));
-    order.insert(entry.id, entry.size_bytes, entry.cost, entry.expires_at_ms);
+    let mut evicted = make_room_for_owner(state, order, entry.owner, entry.id);
+    evicted.extend(make_room(
+        state,
+        order,
+        now_ms,
+        Some((entry.id, entry.size_bytes)),
+    ));
+    order.insert(
+        entry.id,
+        entry.owner,
+        entry.size_bytes,
+        entry.cost,
+        entry.expires_at_ms,
+    );
     evicted
 }
 
@@ -290,7 +368,40 @@ pub(crate) fn evict_over_quota(
     order: &mut EvictionOrder,
     now_ms: u64,
 ) -> Vec<EntryId> {
-    make_room(state, order, now_ms, None)
+    let mut evicted = Vec::new();
+    for owner in order.owners_over_quota() {
+        while order.quota.owner_exceeded_by(order.owned(owner)) {
+            let Some(id) = order.owner_victim(owner, None) else {
+                break;
+            };
+            order.remove(id);
+            state.remove_entry(id);
+            evicted.push(id);
+        }
+    }
+    evicted.extend(make_room(state, order, now_ms, None));
+    evicted
+}
+
+/// Evicts `owner`'s own lowest-ranked entries until one more fits its per-owner quota.
+/// These evictions leave the GDSF clock alone: one owner filling its share must not age
+/// everyone else's entries.
+fn make_room_for_owner(
+    state: &mut State,
+    order: &mut EvictionOrder,
+    owner: u64,
+    incoming: EntryId,
+) -> Vec<EntryId> {
+    let mut evicted = Vec::new();
+    while order.quota.owner_exceeded_by(order.owned(owner) + 1) {
+        let Some(id) = order.owner_victim(owner, Some(incoming)) else {
+            break;
+        };
+        order.remove(id);
+        state.remove_entry(id);
+        evicted.push(id);
+    }
+    evicted
 }
 
 /// Evicts until the quota holds with `incoming` (an entry's id and size, already in `state`

@@ -13,6 +13,7 @@ fn quota(max_entries: usize, max_bytes: usize, eviction: EvictionPolicy) -> Quot
     Quota {
         max_entries: NonZeroUsize::new(max_entries),
         max_bytes: NonZeroUsize::new(max_bytes),
+        max_entries_per_owner: None,
         eviction,
     }
 }
@@ -48,6 +49,7 @@ impl Held {
         let entry = NewEntry {
             id,
             partition: 0,
+            owner: 0,
             vector: &vector,
             expires_at_ms,
             size_bytes,

@@ -32,6 +32,9 @@ pub struct NewEntry<'a> {
     pub id: EntryId,
     /// The tenant and context partition searches are confined to.
     pub partition: u64,
+    /// Who the entry counts against for the quota's `max_entries_per_owner` (the gateway
+    /// passes a hash of the tenant that stored it; one tenant has many partitions).
+    pub owner: u64,
     /// Any non-zero finite vector of the index's dimension; the index normalises it.
     pub vector: &'a [f32],
     /// Unix milliseconds at which the entry expires.

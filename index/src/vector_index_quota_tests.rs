@@ -207,3 +207,42 @@ fn ef_search_changes_on_a_running_index() {
     index.set_ef_search(0);
     assert_eq!(index.ef_search(), 1);
 }
+
+#[test]
+fn an_owner_at_its_quota_evicts_only_its_own_entries() {
+    let quota = Quota {
+        max_entries: NonZeroUsize::new(100),
+        max_entries_per_owner: NonZeroUsize::new(3),
+        ..Quota::default()
+    };
+    let index = VectorIndex::with_tuning(params(), quota, tunings()[0].1).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let owned = |id: u64, owner: u64, v: &[f32]| -> Vec<u64> {
+        let new = NewEntry {
+            owner,
+            ..entry(id, owner, v, NEVER)
+        };
+        index.insert(new).unwrap()
+    };
+    for id in [1, 2, 3] {
+        assert!(owned(id, 7, &random_vector(&mut rng)).is_empty());
+    }
+    // The other owner floods the category: it only ever gives up its own oldest entries.
+    let mut flood_evicted = Vec::new();
+    for id in 100..130 {
+        flood_evicted.extend(owned(id, 8, &random_vector(&mut rng)));
+    }
+    assert_eq!(flood_evicted, (100..127).collect::<Vec<u64>>());
+    let mut held = index.ids_where(|_, _| true);
+    held.sort_unstable();
+    assert_eq!(held, vec![1, 2, 3, 127, 128, 129]);
+    // A hit keeps an owner's entry, as LRU does for the whole category.
+    index.touch(1, 0);
+    assert_eq!(owned(4, 7, &random_vector(&mut rng)), vec![2]);
+    // A smaller per-owner quota evicts at once from every owner above it.
+    let evicted = index.set_quota(Quota {
+        max_entries_per_owner: NonZeroUsize::new(1),
+        ..quota
+    });
+    assert_eq!(evicted, vec![3, 1, 127, 128]);
+}

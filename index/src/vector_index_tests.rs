@@ -70,6 +70,7 @@ pub(super) fn entry(
     NewEntry {
         id,
         partition,
+        owner: 0,
         vector,
         expires_at_ms,
         size_bytes: 100,

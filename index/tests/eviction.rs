@@ -1,7 +1,8 @@
 //! Property test of quotas and eviction against a plain model that finds each victim by
 //! scanning every entry: whatever the sequence of inserts, batches, hits, removals, purges
 //! and quota changes, the index evicts exactly the model's victims in the same order, stays
-//! within its limits, and loses no entry except by eviction, expiry or removal.
+//! within its limits (the per-owner one too), and loses no entry except by eviction, expiry or
+//! removal.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -58,11 +59,13 @@ fn quota() -> impl Strategy<Value = Quota> {
     (
         prop::option::of(1..12usize),
         prop::option::of(1..400usize),
+        prop::option::of(1..7usize),
         policy(),
     )
-        .prop_map(|(max_entries, max_bytes, eviction)| Quota {
+        .prop_map(|(max_entries, max_bytes, per_owner, eviction)| Quota {
             max_entries: max_entries.and_then(NonZeroUsize::new),
             max_bytes: max_bytes.and_then(NonZeroUsize::new),
+            max_entries_per_owner: per_owner.and_then(NonZeroUsize::new),
             eviction,
         })
 }
@@ -90,6 +93,11 @@ struct Entry {
     allocated: u64,
     expires_at_ms: u64,
     gdsf: f64,
+}
+
+/// Entries belong to two owners by id, across the three partitions.
+fn owner_of(id: EntryId) -> u64 {
+    id % 2
 }
 
 /// The quota's rules written as plainly as possible: every victim by a full scan.
@@ -126,6 +134,46 @@ impl Model {
             EvictionPolicy::Lfu => (entry.frequency as f64, entry.last_used),
             EvictionPolicy::Gdsf => (entry.gdsf, entry.last_used),
         }
+    }
+
+    fn owned(&self, owner: u64) -> usize {
+        self.entries
+            .keys()
+            .filter(|id| owner_of(**id) == owner)
+            .count()
+    }
+
+    /// Evicts `owner`'s lowest-ranked entries (never `keep`) until it holds at most `room`
+    /// fewer than its quota; the GDSF clock stays.
+    fn make_owner_room(&mut self, owner: u64, keep: Option<EntryId>, room: usize) -> Vec<EntryId> {
+        let mut evicted = Vec::new();
+        let Some(max) = self.quota.max_entries_per_owner else {
+            return evicted;
+        };
+        while self.owned(owner) + room > max.get() {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(id, _)| owner_of(**id) == owner && Some(**id) != keep)
+                .min_by(|a, b| {
+                    let (ra, rb) = (self.rank(a.1), self.rank(b.1));
+                    ra.0.total_cmp(&rb.0).then(ra.1.cmp(&rb.1))
+                })
+                .map(|(&id, _)| id);
+            let Some(victim) = victim else { break };
+            self.entries.remove(&victim);
+            evicted.push(victim);
+        }
+        evicted
+    }
+
+    /// What a quota change evicts: each owner over its quota, in owner order, then the rest.
+    fn set_quota(&mut self, quota: Quota) -> Vec<EntryId> {
+        self.quota = quota;
+        let mut evicted = self.make_owner_room(0, None, 0);
+        evicted.extend(self.make_owner_room(1, None, 0));
+        evicted.extend(self.make_room(None, None));
+        evicted
     }
 
     fn make_room(&mut self, keep: Option<EntryId>, incoming: Option<usize>) -> Vec<EntryId> {
@@ -165,7 +213,8 @@ impl Model {
         {
             return vec![new.id];
         }
-        let evicted = self.make_room(Some(new.id), Some(new.size_bytes));
+        let mut evicted = self.make_owner_room(owner_of(new.id), Some(new.id), 1);
+        evicted.extend(self.make_room(Some(new.id), Some(new.size_bytes)));
         let cost = if new.cost.is_finite() && new.cost > 0.0 {
             f64::from(new.cost)
         } else {
@@ -206,6 +255,7 @@ fn new_entry<'a>(insert: &Insert, vector: &'a [f32]) -> NewEntry<'a> {
     NewEntry {
         id: insert.id,
         partition: insert.id % 3,
+        owner: owner_of(insert.id),
         vector,
         expires_at_ms: insert.expires_at_ms,
         size_bytes: insert.size_bytes,
@@ -231,6 +281,9 @@ fn check_books(index: &VectorIndex, model: &Model) -> Result<(), TestCaseError> 
     }
     if let Some(max) = quota.max_bytes {
         prop_assert!(index.size_bytes() <= max.get());
+    }
+    if let Some(max) = quota.max_entries_per_owner {
+        prop_assert!(model.owned(0) <= max.get() && model.owned(1) <= max.get());
     }
     Ok(())
 }
@@ -294,9 +347,8 @@ proptest! {
                     prop_assert_eq!(got, expected);
                 }
                 Op::SetQuota(quota) => {
-                    model.quota = quota;
                     let got = index.set_quota(quota);
-                    prop_assert_eq!(got, model.make_room(None, None), "set_quota {:?}", quota);
+                    prop_assert_eq!(got, model.set_quota(quota), "set_quota {:?}", quota);
                 }
             }
             check_books(&index, &model)?;

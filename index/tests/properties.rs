@@ -100,6 +100,7 @@ fn entry(id: EntryId, partition: u64, vector: &[f32], expires_at_ms: u64) -> New
     NewEntry {
         id,
         partition,
+        owner: 0,
         vector,
         expires_at_ms,
         size_bytes: 1,

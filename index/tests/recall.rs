@@ -23,6 +23,7 @@ fn recall(n: usize, n_centroids: usize, n_queries: usize) -> f64 {
         .map(|(i, v)| NewEntry {
             id: i as u64,
             partition: 0,
+            owner: 0,
             vector: v,
             expires_at_ms: NEVER,
             size_bytes: 0,

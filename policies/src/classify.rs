@@ -29,8 +29,9 @@ pub struct Classification<'c> {
 }
 
 impl Config {
-    /// The explicitly named category if it exists, else the first category (in file order)
-    /// whose rules all match, else the default category.
+    /// The category named by the `x-cachet-category` header if it exists and allows that
+    /// (`selectable_by_header`), else the first category (in file order) whose rules all
+    /// match, else the default category.
     pub fn classify<'c>(&'c self, facts: &RequestFacts<'_>) -> Classification<'c> {
         self.by_header_or_rules(facts)
             .unwrap_or_else(|| self.default_classification())
@@ -70,8 +71,11 @@ impl Config {
     }
 
     fn by_header_or_rules<'c>(&'c self, facts: &RequestFacts<'_>) -> Option<Classification<'c>> {
+        // A header naming a category that does not allow it is ignored, not an error: the
+        // response's x-cachet-category says which category was used.
         if let Some(name) = (facts.header)(CATEGORY_HEADER)
             && let Some(category) = self.category(name.trim())
+            && category.selectable_by_header
         {
             return Some(Classification {
                 category,
@@ -127,8 +131,13 @@ mod tests {
         match.keywords = ["weather", "right now"]
 
         [categories.code]
+        selectable_by_header = true
         match.patterns = ["```"]
         match.keywords = ["python"]
+
+        [categories.faq]
+        shared = true
+        match.keywords = ["opening hours"]
 
         [categories.internal]
         match.models = ["corp-*"]
@@ -268,6 +277,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_header_is_ignored_unless_the_category_allows_it() {
+        // `faq` is shared: naming it would read and write every tenant's entries.
+        check(
+            CHAT,
+            "m",
+            "what is my account balance?",
+            &[("x-cachet-category", "faq")],
+            ("general", "default"),
+        );
+        check(
+            CHAT,
+            "m",
+            "python weather",
+            &[("x-cachet-category", "internal")],
+            ("live", "rules"),
+        );
+        // Its own rules still select it.
+        check(
+            CHAT,
+            "m",
+            "What are the opening hours?",
+            &[],
+            ("faq", "rules"),
+        );
+    }
+
     const PROTOTYPE_CONFIG: &str = r#"
         [classifier]
         min_similarity = 0.5
@@ -281,6 +317,7 @@ mod tests {
         examples = ["how do I sort a list in python", "fix my segfault"]
 
         [categories.general]
+        selectable_by_header = true
     "#;
 
     /// Classifies with prototypes `live` = x axis, `code` = y axis.

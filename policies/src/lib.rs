@@ -20,10 +20,11 @@ pub use calibrate::{
 };
 pub use classify::{CATEGORY_HEADER, Classification, RequestFacts};
 pub use config::{
-    AdaptiveSettings, AdminSettings, CacheSettings, CalibrationSettings, Category,
+    AdaptiveSettings, AdminSettings, Anonymous, CacheSettings, CalibrationSettings, Category,
     ClassifierSettings, Config, DEFAULT_CONFIDENCE, DEFAULT_SHADOW_RATE, DeviceSpec,
-    EmbedderSettings, EngineSettings, ErrorBudget, Eviction, IndexSettings, MatchRules,
+    EmbedderSettings, EngineSettings, EnvLookup, ErrorBudget, Eviction, IndexSettings, MatchRules,
     ServerSettings, ShadowSettings, StoreBreaker, StoreSettings, Threshold, UpstreamSettings,
+    weak_token,
 };
 pub use context::{
     ContextSettings, ConversationView, FinalKind, Message, compare_context, conversation_view,

@@ -94,8 +94,13 @@ pub(crate) struct RawStore {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAdmin {
     pub token: Option<String>,
-    /// Read only to refuse it with a clear message: policies read no environment.
-    pub token_env: Option<toml::Value>,
+    /// The environment variable that holds the token (resolved by the caller's lookup).
+    pub token_env: Option<String>,
+    /// Address of the admin API's own listener.
+    pub listen: Option<String>,
+    /// Bearer token `/metrics` requires, written here or named by an environment variable.
+    pub metrics_token: Option<String>,
+    pub metrics_token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +144,7 @@ pub(crate) struct RawShadow {
 pub(crate) struct RawCache {
     pub default_category: Option<String>,
     pub max_entry_bytes: Option<i64>,
+    pub anonymous: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +160,8 @@ pub(crate) struct RawCategory {
     pub examples: Vec<String>,
     pub cacheable: Option<bool>,
     pub shared: Option<bool>,
+    pub selectable_by_header: Option<bool>,
+    pub max_entries_per_tenant: Option<i64>,
     pub max_temperature: Option<f64>,
     pub guards: Option<Vec<String>>,
     pub context_topic_threshold: Option<f64>,

@@ -124,6 +124,15 @@ fn upstream_url_loses_its_trailing_slash() {
     assert_eq!(config.upstream.url.as_str(), "http://h:1/v1");
 }
 
+/// The environment the shipped configs document: their tokens, freshly generated.
+fn documented_env(name: &str) -> Option<String> {
+    match name {
+        "CACHET_ADMIN_TOKEN" => Some("5d0e8a2f7c41b9e36a1f0d4c8b7e2593".to_owned()),
+        "CACHET_METRICS_TOKEN" => Some("e81b3f6a0c9d42e7b5a1f8c03d6e94b2".to_owned()),
+        _ => None,
+    }
+}
+
 #[test]
 fn every_shipped_config_validates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
@@ -131,11 +140,28 @@ fn every_shipped_config_validates() {
     for entry in std::fs::read_dir(&dir).expect("configs/ exists") {
         let path = entry.expect("readable dir entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Config::load_with_env(&path, &documented_env)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }
     assert!(seen >= 1, "no config files found in {}", dir.display());
+}
+
+#[test]
+fn the_redis_config_cannot_start_without_its_tokens() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/redis.toml");
+    let text = std::fs::read_to_string(&path).expect("configs/redis.toml");
+    let without_env: Vec<String> = match Config::from_toml(&text) {
+        Ok(_) => panic!("redis.toml must not validate without its token variables"),
+        Err(e) => e.problems().iter().map(|p| p.path.clone()).collect(),
+    };
+    assert_eq!(without_env, ["admin.token_env", "admin.metrics_token_env"]);
+    // Its admin API listens on loopback only, whatever address the API listens on.
+    let config = Config::load_with_env(&path, &documented_env).expect("valid");
+    let admin = config.admin.expect("admin on");
+    assert!(admin.listen.expect("own listener").ip().is_loopback());
+    assert!(config.metrics_token.is_some());
 }
 
 #[test]
@@ -254,7 +280,7 @@ fn redis_store_and_admin_token_stay_out_of_debug_output() {
         breaker_failures = 5
         breaker_retry_after = "500ms"
         [admin]
-        token = "admin-token-0123456789"
+        token = "admin-7f3a9c1e5b8d2046e1c4"
         "#,
     )
     .expect("valid");
@@ -269,10 +295,10 @@ fn redis_store_and_admin_token_stay_out_of_debug_output() {
     assert_eq!(config.store_breaker.failures.get(), 5);
     assert_eq!(config.store_breaker.retry_after, Duration::from_millis(500));
     let admin = config.admin.as_ref().expect("admin on");
-    assert!(admin.accepts("admin-token-0123456789"));
+    assert!(admin.accepts("admin-7f3a9c1e5b8d2046e1c4"));
     let printed = format!("{config:?}");
     assert!(!printed.contains("store-password"), "{printed}");
-    assert!(!printed.contains("admin-token"), "{printed}");
+    assert!(!printed.contains("admin-7f3a"), "{printed}");
 }
 
 #[test]
@@ -299,7 +325,7 @@ fn reload_names_the_sections_that_need_a_restart() {
         "",
         "[index]\nef_search = 128\ncandidates = 8\n[cache]\nmax_entry_bytes = 10\n\
          [classifier]\nmargin = 0.2\n[adaptive]\nenabled = true\n\
-         [admin]\ntoken = \"0123456789abcdef\"\n[categories.general]\nthreshold = 0.5\n",
+         [admin]\ntoken = \"9f1c4be07a3d52e86c0b7f49a1d3e65b\"\n[categories.general]\nthreshold = 0.5\n",
         &[],
     );
     // Restart changes, in section order.
@@ -311,6 +337,12 @@ fn reload_names_the_sections_that_need_a_restart() {
         &["server", "upstream", "engine", "embedder", "index", "store"],
     );
     check("", "[index]\nef_construction = 100\n", &["index"]);
+    let token = "token = \"9f1c4be07a3d52e86c0b7f49a1d3e65b\"\n";
+    check(
+        &format!("[admin]\n{token}"),
+        &format!("[admin]\n{token}listen = \"127.0.0.1:9090\"\n"),
+        &["admin.listen"],
+    );
     check("", "[store]\nbreaker_failures = 9\n", &["store"]);
 }
 
@@ -391,6 +423,37 @@ fn error_budgets_and_shadow_rates_are_validated_with_their_paths() {
     );
     let config = Config::from_toml("[categories.general]\n[categories.live]\ncacheable = false\n")
         .expect("valid");
-    assert_eq!(config.category("general").expect("general").shadow_rate, 0.01);
+    assert_eq!(
+        config.category("general").expect("general").shadow_rate,
+        0.01
+    );
     assert_eq!(config.category("live").expect("live").shadow_rate, 0.0);
+}
+
+#[test]
+fn tenancy_keys_are_checked() {
+    check_refused(
+        "[categories.faq]\nshared = true\nmatch.headers = { \"x-team\" = \"a\" }\n\
+         [categories.pooled]\nmax_entries = 10\nmax_entries_per_tenant = 20\n\
+         [categories.general]\nmax_entries_per_tenant = 0\n[cache]\nanonymous = \"share\"\n",
+        &[
+            "categories.faq.match.headers: selects a shared category by a header",
+            "categories.pooled.max_entries_per_tenant: 20 is above max_entries 10",
+            "categories.general.max_entries_per_tenant: 0 must be a positive integer",
+            "cache.anonymous: \"share\" is neither",
+        ],
+    );
+    let config = Config::from_toml(
+        "[categories.faq]\nshared = true\nselectable_by_header = true\n\
+         match.headers = { \"x-team\" = \"a\" }\nmax_entries_per_tenant = 5\n\
+         [cache]\nanonymous = \"tenant\"\n[categories.general]\n",
+    )
+    .expect("an operator may opt in");
+    let faq = config.category("faq").expect("faq");
+    assert!(faq.selectable_by_header);
+    assert_eq!(faq.max_entries_per_tenant.map(|n| n.get()), Some(5));
+    assert_eq!(config.cache.anonymous, cachet_policies::Anonymous::Tenant);
+    let defaults = Config::from_toml("").expect("valid");
+    assert_eq!(defaults.cache.anonymous, cachet_policies::Anonymous::Bypass);
+    assert!(!defaults.categories[0].selectable_by_header);
 }

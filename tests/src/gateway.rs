@@ -127,8 +127,24 @@ impl Gateway {
 /// it is still running after `timeout` (then the output holds what it printed until then and
 /// the status is the kill's).
 pub fn run_cachet(args: &[&str], timeout: Duration) -> Result<Output> {
+    run_cachet_with_env(args, &[], timeout)
+}
+
+/// [`run_cachet`] with these environment variables set (and `CACHET_*` ones of the test's own
+/// environment removed, so that only the test decides what the config can look up).
+pub fn run_cachet_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Output> {
     let mut command = cachet_command()?;
+    for (name, _) in std::env::vars() {
+        if name.starts_with("CACHET_") && name != "CACHET_BIN" {
+            command.env_remove(name);
+        }
+    }
     command
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod ks;
 pub mod openai_py;
 pub mod paths;
 pub mod ports;

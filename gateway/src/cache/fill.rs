@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{Cache, Plan, now_ms};
 use crate::answer::CachedAnswer;
+use crate::keys::quota_owner;
 use crate::request::CacheRequest;
 
 impl Cache {
@@ -56,7 +57,9 @@ impl Cache {
         let meta = EntryMeta {
             id: plan.key.entry_id(),
             category: plan.category.clone(),
-            tenant: plan.tenant.as_str().to_owned(),
+            // Who stored it, also in a shared category: its quota owner, and what an
+            // invalidation by API key matches.
+            tenant: plan.caller.as_str().to_owned(),
             partition: plan.partition,
             vector: vector.unwrap_or_default(),
             question: request.lookup_text.clone(),
@@ -108,6 +111,7 @@ impl Cache {
                     .map(|meta| NewEntry {
                         id: meta.id,
                         partition: meta.partition,
+                        owner: quota_owner(&meta.tenant),
                         vector: &meta.vector,
                         expires_at_ms: meta.expires_at_ms,
                         size_bytes: meta.size_bytes(),

@@ -11,7 +11,9 @@ use axum::http::HeaderMap;
 use axum::http::header::CACHE_CONTROL;
 use cachet_embedder::Embedder;
 use cachet_index::VectorIndex;
-use cachet_policies::{Candidate, Category, Config, RequestFacts, judge};
+use cachet_policies::{
+    Anonymous, CATEGORY_HEADER, Candidate, Category, Config, RequestFacts, judge,
+};
 use parking_lot::RwLock;
 
 use crate::answer::CachedAnswer;
@@ -39,7 +41,13 @@ pub struct Plan {
     /// Whether to store the answer (false with `Cache-Control: no-store`).
     pub store: bool,
     pub key: ExactKey,
+    /// Whose entries the request reads and writes: its caller's, or `shared` in a shared
+    /// category.
     pub tenant: Tenant,
+    /// Who asks: the tenant of the request's own key (`anonymous` without one), even in a
+    /// shared category. Flights never join callers, the bundled engine salts its prefix
+    /// cache with it, and a stored entry counts against its quota.
+    pub caller: Tenant,
     pub partition: u64,
     /// The query's embedding when classification already needed it.
     pub vector: Option<Vec<f32>>,
@@ -214,16 +222,26 @@ impl Cache {
         };
         let classification = config.classify_with(&facts(), vector.as_deref(), &policy.prototypes);
         let category = classification.category;
+        if classification.reason != "header" && headers.contains_key(CATEGORY_HEADER) {
+            // Named a category that does not exist or does not allow it: ignored.
+            metrics::counter!("cachet_category_header_ignored_total").increment(1);
+        }
+        let key_tenant = Tenant::from_headers(headers);
+        // Keyless callers cannot be told apart: unless the operator opts in, they are not
+        // cached at all, since each could read what any other asked.
+        let anonymous = key_tenant.is_none() && config.cache.anonymous == Anonymous::Bypass;
+        let caller = key_tenant.unwrap_or_else(Tenant::anonymous);
         let tenant = if category.shared {
             Tenant::shared()
         } else {
-            Tenant::from_headers(headers)
+            caller.clone()
         };
         let (no_cache, no_store) = cache_control(headers);
         // Without a store nothing can be served or kept: skip the embedding and the search.
         let degraded = !self.store.is_up();
-        let bypass = request
-            .uncacheable
+        let bypass = anonymous
+            .then_some("anonymous")
+            .or(request.uncacheable)
             .or_else(|| (!category.cacheable).then_some("category"))
             .or_else(|| too_hot(category, request.temperature).then_some("temperature"))
             .or_else(|| (no_cache && no_store).then_some("cache-control"));
@@ -237,6 +255,7 @@ impl Cache {
             key: ExactKey::new(&tenant, &category.name, request),
             partition: partition(&tenant, &category.name, request),
             tenant,
+            caller,
             vector,
         }
     }

@@ -8,10 +8,40 @@ use safetensors::tensor::{Dtype, TensorView};
 
 pub const VOCAB: usize = 64;
 
+/// The sizes of a tiny checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub hidden: usize,
+    pub inter: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+/// The smallest shape: 2 layers of width 32, for tests of behaviour.
+pub const TINY: Shape = Shape {
+    hidden: 32,
+    inter: 64,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+};
+
 /// Writes config.json, model.safetensors (bf16, to exercise conversion), tokenizer.json
 /// and tokenizer_config.json of a 2-layer Qwen2-style model into `dir`.
 pub fn write_qwen2(dir: &Path, seed: u64) {
-    let (hidden, inter, layers, heads, kv_heads) = (32usize, 64usize, 2usize, 4usize, 2usize);
+    write_qwen2_shaped(dir, seed, TINY);
+}
+
+/// [`write_qwen2`] with other sizes (a prefill that takes measurable time, for timing tests).
+pub fn write_qwen2_shaped(dir: &Path, seed: u64, shape: Shape) {
+    let Shape {
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv_heads,
+    } = shape;
     let head_dim = hidden / heads;
     let config = serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",

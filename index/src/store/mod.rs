@@ -33,7 +33,8 @@ pub use self::snapshot::SnapshotStats;
 pub struct EntryMeta {
     pub id: EntryId,
     pub category: String,
-    /// Hex digest of the tenant (the gateway hashes the API key), or "shared".
+    /// Hex digest of the tenant that stored the entry (the gateway hashes the API key), also
+    /// in a shared category, or "anonymous"; the gateway counts quotas per tenant by it.
     pub tenant: String,
     pub partition: u64,
     pub vector: Vec<f32>,

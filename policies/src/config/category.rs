@@ -97,12 +97,19 @@ pub struct Category {
     /// TTL of answers stored while the upstream is under load; at least `ttl`.
     pub relaxed_ttl: Duration,
     pub max_entries: Option<NonZeroUsize>,
+    /// Most entries one tenant's answers may hold, so that no tenant evicts another's.
+    pub max_entries_per_tenant: Option<NonZeroUsize>,
     /// Most bytes of stored answers kept.
     pub max_bytes: Option<NonZeroUsize>,
     /// Which entry goes first when a quota is reached.
     pub eviction: Eviction,
     pub cacheable: bool,
     pub shared: bool,
+    /// Whether a client may choose this category with the `x-cachet-category` header (and,
+    /// for a shared category, with `match.headers`). Off by default: a client that names a
+    /// category bypasses its rules, and for a shared one that means reading and writing every
+    /// tenant's entries.
+    pub selectable_by_header: bool,
     pub max_temperature: Option<f32>,
     /// Hit guards run on every semantic candidate above the threshold.
     pub guards: GuardSet,
@@ -145,10 +152,12 @@ impl Category {
             relaxed_threshold: Threshold(0.9),
             relaxed_ttl: ttl,
             max_entries: None,
+            max_entries_per_tenant: None,
             max_bytes: None,
             eviction: Eviction::Lru,
             cacheable: true,
             shared: false,
+            selectable_by_header: false,
             max_temperature: None,
             guards: GuardSet::all(),
             context: ContextSettings::default(),
@@ -241,6 +250,17 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
     let max_entries = raw
         .max_entries
         .map(|n| c.positive(&at("max_entries"), Some(n), 1));
+    let max_entries_per_tenant = raw
+        .max_entries_per_tenant
+        .map(|n| c.positive(&at("max_entries_per_tenant"), Some(n), 1));
+    if let (Some(per_tenant), Some(max)) = (max_entries_per_tenant, max_entries)
+        && per_tenant > max
+    {
+        c.report(
+            at("max_entries_per_tenant"),
+            format!("{per_tenant} is above max_entries {max}: it would never apply"),
+        );
+    }
     let max_bytes = raw
         .max_bytes
         .map(|n| c.positive(&at("max_bytes"), Some(n), 1));
@@ -352,6 +372,15 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
             c.report(format!("{}[{i}]", at("examples")), "must not be empty");
         }
     }
+    let shared = raw.shared.unwrap_or(false);
+    let selectable_by_header = raw.selectable_by_header.unwrap_or(false);
+    if shared && !selectable_by_header && !raw.rules.headers.is_empty() {
+        c.report(
+            at("match.headers"),
+            "selects a shared category by a header the client sets, so any caller could read \
+             and write it; set selectable_by_header = true if that is intended",
+        );
+    }
     Category {
         name: name.to_owned(),
         guards,
@@ -363,10 +392,12 @@ pub(super) fn category(c: &mut Checker, name: &str, raw: &RawCategory) -> Catego
         relaxed_threshold,
         relaxed_ttl,
         max_entries,
+        max_entries_per_tenant,
         max_bytes,
         eviction,
         cacheable,
-        shared: raw.shared.unwrap_or(false),
+        shared,
+        selectable_by_header,
         max_temperature,
         examples: raw.examples.clone(),
         rules: rules(c, &at("match"), &raw.rules),

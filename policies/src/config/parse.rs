@@ -25,7 +25,7 @@ const SECTIONS: [&str; 13] = [
 ];
 
 /// Fields that hold secrets: problems with them never quote the value.
-const SECRETS: [&str; 2] = ["store.url", "admin.token"];
+const SECRETS: [&str; 3] = ["store.url", "admin.token", "admin.metrics_token"];
 
 /// Parses the text and deserialises each section and each category on its own. Returns the
 /// raw config, with defaults in place of what could not be read, and the problems found.

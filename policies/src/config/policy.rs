@@ -1,11 +1,10 @@
-//! The sections that steer policy at run time: `[classifier]` (prototype classification),
-//! `[adaptive]` (relaxing under upstream load) and `[admin]` (the admin API's token).
+//! The sections that steer policy at run time: `[classifier]` (prototype classification) and
+//! `[adaptive]` (relaxing under upstream load).
 
 use std::time::Duration;
 
 use super::checker::Checker;
-use crate::raw::{RawAdaptive, RawAdmin, RawClassifier};
-use crate::secret::Secret;
+use crate::raw::{RawAdaptive, RawClassifier};
 
 /// How a query's embedding picks a category when no header or rule does.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,22 +46,6 @@ impl Default for AdaptiveSettings {
             low_error_rate: 0.02,
             hold: Duration::from_secs(30),
         }
-    }
-}
-
-/// The admin API is on only with a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSettings {
-    pub token: Secret<String>,
-}
-
-impl AdminSettings {
-    /// Shortest token accepted: a short token can be guessed.
-    pub const MIN_TOKEN_CHARS: usize = 16;
-
-    /// Whether a presented token is this one (compared in constant time).
-    pub fn accepts(&self, presented: &str) -> bool {
-        self.token.matches(presented)
     }
 }
 
@@ -159,39 +142,6 @@ pub(super) fn adaptive(c: &mut Checker, raw: &RawAdaptive) -> AdaptiveSettings {
     settings
 }
 
-pub(super) fn admin(c: &mut Checker, raw: &RawAdmin) -> Option<AdminSettings> {
-    if raw.token_env.is_some() {
-        c.report(
-            "admin.token_env",
-            "is not supported: write the token itself in admin.token (the config reads no \
-             environment variables)",
-        );
-    }
-    let token = raw.token.as_deref()?;
-    // The token is never echoed in a problem: problems reach logs.
-    if token.chars().count() < AdminSettings::MIN_TOKEN_CHARS {
-        c.report(
-            "admin.token",
-            format!(
-                "must be at least {} characters long",
-                AdminSettings::MIN_TOKEN_CHARS
-            ),
-        );
-    }
-    if token
-        .chars()
-        .any(|ch| ch.is_whitespace() || ch.is_control())
-    {
-        c.report(
-            "admin.token",
-            "must not contain spaces or control characters",
-        );
-    }
-    Some(AdminSettings {
-        token: Secret::new(token.to_owned()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,35 +202,6 @@ mod tests {
             ],
             "{got:#?}"
         );
-    }
-
-    fn admin_check(text: &str) -> (Option<AdminSettings>, Vec<String>) {
-        let raw: RawAdmin = toml::from_str(text).expect("well-typed admin table");
-        let mut c = Checker::default();
-        let admin = admin(&mut c, &raw);
-        (admin, c.problems.iter().map(ToString::to_string).collect())
-    }
-
-    #[test]
-    fn admin_token_is_a_secret_of_sufficient_length() {
-        let (admin, problems) = admin_check("token = \"0123456789abcdef\"\n");
-        assert!(problems.is_empty(), "{problems:#?}");
-        let admin = admin.expect("admin on");
-        assert!(admin.accepts("0123456789abcdef"));
-        assert!(!admin.accepts("0123456789abcdeg"));
-        assert_eq!(format!("{admin:?}"), "AdminSettings { token: *** }");
-
-        assert!(admin_check("").0.is_none());
-        let (_, problems) = admin_check("token = \"short pw\"\n");
-        assert_eq!(
-            problems,
-            [
-                "admin.token: must be at least 16 characters long",
-                "admin.token: must not contain spaces or control characters"
-            ]
-        );
-        let (_, problems) = admin_check("token_env = \"CACHET_ADMIN_TOKEN\"\n");
-        assert!(problems[0].starts_with("admin.token_env: is not supported"));
     }
 
     #[test]

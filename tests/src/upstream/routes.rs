@@ -98,6 +98,9 @@ async fn not_found(State(script): State<Shared>, request: Request) -> Response {
 }
 
 async fn complete(api: Api, script: Shared, request: Request) -> Response {
+    let caller = header_text(request.headers(), header::AUTHORIZATION.as_str())
+        .map(|auth| auth.trim_start_matches("Bearer ").to_owned())
+        .unwrap_or_default();
     let Some(body) = record(&script, request).await else {
         return bad_request("We could not parse the JSON body of your request");
     };
@@ -126,7 +129,11 @@ async fn complete(api: Api, script: Shared, request: Request) -> Response {
     };
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
-    respond(
+    let (reply, caller_headers) = match reply {
+        Reply::WithCallerHeaders(inner) => (*inner, true),
+        other => (other, false),
+    };
+    let mut response = respond(
         reply,
         &answer,
         &question,
@@ -135,7 +142,19 @@ async fn complete(api: Api, script: Shared, request: Request) -> Response {
         usage,
         Duration::ZERO,
     )
-    .await
+    .await;
+    if caller_headers {
+        for (name, value) in [
+            ("set-cookie", format!("session={caller}; HttpOnly")),
+            ("x-ratelimit-remaining-requests", caller.clone()),
+            ("openai-organization", format!("org-{caller}")),
+        ] {
+            if let Ok(value) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    response
 }
 
 async fn respond(
@@ -157,6 +176,17 @@ async fn respond(
         }
         Reply::Held(gate, inner) => {
             gate.passed().await;
+            return Box::pin(respond(*inner, answer, question, call, stream, usage, pace)).await;
+        }
+        Reply::Redirect(location) => {
+            let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(value) = header::HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
+        // Unwrapped by `complete` when outermost; deeper it adds nothing.
+        Reply::WithCallerHeaders(inner) => {
             return Box::pin(respond(*inner, answer, question, call, stream, usage, pace)).await;
         }
         Reply::Error {

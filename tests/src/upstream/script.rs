@@ -45,6 +45,12 @@ pub enum Reply {
     /// The inner reply after a pause; a streamed reply also pauses this long between chunks
     /// (for requests that must overlap).
     Delayed(Duration, Box<Reply>),
+    /// The inner reply with the headers a real API sends only to the caller it answers,
+    /// naming that caller's bearer key: `set-cookie: session=KEY`,
+    /// `x-ratelimit-remaining-requests: KEY`, `openai-organization: org-KEY` (outermost only).
+    WithCallerHeaders(Box<Reply>),
+    /// A `307 Temporary Redirect` to this URL.
+    Redirect(String),
 }
 
 impl Reply {

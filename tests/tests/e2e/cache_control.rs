@@ -85,14 +85,22 @@ fn code_questions_fall_into_the_code_category() {
 }
 
 #[test]
-fn the_category_header_picks_the_category() {
-    let mut stack = Stack::start();
-    let outcome = stack.chat(&ChatCall::new(EVEREST).header("x-cachet-category", "code"));
-    assert_eq!(
-        outcome.header("x-cachet-category"),
-        Some("code"),
-        "{outcome:#?}"
-    );
+fn the_category_header_picks_a_category_that_allows_it() {
+    let mut stack = Stack::start_with(|config| {
+        config
+            .set("categories.code.selectable_by_header", true)
+            .unwrap();
+    });
+    let named = |stack: &mut Stack, category: &str| {
+        let outcome = stack.chat(&ChatCall::new(EVEREST).header("x-cachet-category", category));
+        outcome
+            .header("x-cachet-category")
+            .unwrap_or_else(|| panic!("no x-cachet-category: {outcome:#?}"))
+            .to_owned()
+    };
+    assert_eq!(named(&mut stack, "code"), "code");
+    // `live` does not allow it (the default): ignored, and the response names `general`.
+    assert_eq!(named(&mut stack, "live"), "general");
 }
 
 #[test]
@@ -114,9 +122,12 @@ fn output_affecting_parameters_are_part_of_the_key() {
     let mut stack = Stack::start();
     stack.chat_stored(&ChatCall::new(EVEREST).param("max_tokens", json!(16)));
     let longer = stack.chat(&ChatCall::new(EVEREST).param("max_tokens", json!(512)));
-    assert_ne!(
+    // Not a semantic hit either: the answer cut at 16 tokens is not the answer to 512.
+    assert_eq!(
         longer.cache(),
-        Some("hit-exact"),
-        "max_tokens is part of the exact key: {longer:#?}"
+        Some("miss"),
+        "max_tokens is part of the exact key and the partition: {longer:#?}"
     );
+    let paraphrase = stack.chat(&ChatCall::new(EVEREST_PARAPHRASE).param("max_tokens", json!(16)));
+    assert_eq!(paraphrase.cache(), Some("hit-semantic"), "{paraphrase:#?}");
 }

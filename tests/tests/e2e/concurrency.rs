@@ -60,6 +60,7 @@ const BURST_TIMEOUT: Duration = Duration::from_secs(60);
 struct Answered {
     key: &'static str,
     status: u16,
+    headers: std::collections::BTreeMap<String, String>,
     body: String,
     elapsed: Duration,
 }
@@ -105,10 +106,18 @@ fn burst(
                         .await
                         .unwrap();
                     let status = response.status().as_u16();
+                    let headers = response
+                        .headers()
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                        })
+                        .collect();
                     let body = response.text().await.unwrap();
                     Answered {
                         key,
                         status,
+                        headers,
                         body,
                         elapsed: started.elapsed(),
                     }
@@ -220,6 +229,83 @@ fn the_same_prompt_from_two_tenants_makes_two_calls() {
     assert_eq!(a.len(), 1, "tenant A got different answers: {a:?}");
     assert_eq!(b.len(), 1, "tenant B got different answers: {b:?}");
     assert_ne!(a, b, "the two tenants shared one answer");
+    let mut keys = upstream.authorizations();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            Some(format!("Bearer {KEY_A}")),
+            Some(format!("Bearer {KEY_B}"))
+        ],
+        "each tenant's own key reaches the upstream"
+    );
+}
+
+#[test]
+fn in_a_shared_category_flights_stay_per_tenant_and_keep_caller_headers_private() {
+    let upstream = ScriptedUpstream::start().unwrap();
+    let mut config = base_config(&upstream);
+    let mut faq = toml::Table::new();
+    faq.insert("shared".into(), true.into());
+    faq.insert("ttl".into(), "1h".into());
+    let mut rules = toml::Table::new();
+    rules.insert("keywords".into(), vec!["opening hours"].into());
+    faq.insert("match".into(), rules.into());
+    config.add_section("categories.faq", faq, Some("categories.live"));
+    let gateway = Gateway::start(&config).unwrap();
+    let runtime = runtime();
+    let gate = Gate::new();
+    upstream.set_fallback(Reply::WithCallerHeaders(Box::new(Reply::Held(
+        gate.clone(),
+        Box::new(Reply::Echo),
+    ))));
+    let question = "What are the opening hours of the museum?";
+    let requests: Vec<_> = (0..BURST / 2)
+        .flat_map(|_| [(KEY_A, question), (KEY_B, question)])
+        .collect();
+    let answers = burst(&runtime, &gateway, requests, false);
+    wait_for_followers(&gateway, (BURST - 2) as f64);
+    gate.open();
+    let answers = runtime.block_on(answers).unwrap();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.headers.get("x-cachet-category").map(String::as_str) == Some("faq"))
+    );
+    let mut keys = upstream.authorizations();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            Some(format!("Bearer {KEY_A}")),
+            Some(format!("Bearer {KEY_B}"))
+        ],
+        "one call per tenant, each with its own key, although the category is shared"
+    );
+    let per_caller = [
+        "set-cookie",
+        "x-ratelimit-remaining-requests",
+        "openai-organization",
+    ];
+    let mut leaders = 0;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{answer:#?}");
+        let other = if answer.key == KEY_A { KEY_B } else { KEY_A };
+        for (name, value) in &answer.headers {
+            assert!(!value.contains(other), "{} got {name}: {value}", answer.key);
+        }
+        let got: Vec<&str> = per_caller
+            .iter()
+            .copied()
+            .filter(|name| answer.headers.contains_key(*name))
+            .collect();
+        // The request whose call it was gets its own; a follower gets none of them.
+        if !got.is_empty() {
+            assert_eq!(got, per_caller, "{answer:#?}");
+            leaders += 1;
+        }
+    }
+    assert_eq!(leaders, 2, "each tenant's leader keeps its own headers");
 }
 
 #[test]

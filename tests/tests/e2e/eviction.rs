@@ -21,7 +21,9 @@ const LONG_ANSWER_BYTES: usize = 2100;
 
 /// A category reached only through the `x-cachet-category` header (it has no rules).
 fn boxed(quota: &str) -> toml::Table {
-    section(&format!("threshold = 0.9\nttl = \"1h\"\n{quota}"))
+    section(&format!(
+        "threshold = 0.9\nttl = \"1h\"\nselectable_by_header = true\n{quota}"
+    ))
 }
 
 /// GDSF's cost of an answer is the upstream's latency; this one is expensive.

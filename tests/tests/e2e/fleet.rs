@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::support::{Raw, RawResponse};
 
 /// The admin token of every gateway these scenarios start.
-pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const ADMIN_TOKEN: &str = "fleet-4b9e1d7a2c6f8305e1b7d9a3";
 /// How soon a change made through one gateway must show on another.
 pub const PROPAGATION: Duration = Duration::from_secs(1);
 /// Longest wait for a gateway to store an answer it has sent.

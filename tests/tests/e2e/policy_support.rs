@@ -14,7 +14,7 @@ use toml::Table;
 use crate::support::{KEY_A, RawResponse, read_raw};
 
 /// The admin token of the scenarios that enable the admin API.
-pub const ADMIN_TOKEN: &str = "admin-token-for-the-e2e-tests";
+pub const ADMIN_TOKEN: &str = "e2e-7c1f9a3d5b80e24f6a1c9d3e";
 
 /// Longest wait for the gateway to store an answer it has sent.
 const FILL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -72,6 +72,11 @@ impl PolicyStack {
 
     /// A chat request whatever the answer's status (an upstream error passes through).
     pub fn post_chat(&self, question: &str, headers: &[(&str, &str)]) -> RawResponse {
+        self.post_chat_as(KEY_A, question, headers)
+    }
+
+    /// [`PolicyStack::post_chat`] as tenant `key`.
+    pub fn post_chat_as(&self, key: &str, question: &str, headers: &[(&str, &str)]) -> RawResponse {
         let body = json!({
             "model": "test-model",
             "messages": [{"role": "user", "content": question}],
@@ -79,7 +84,7 @@ impl PolicyStack {
         self.send(
             reqwest::Method::POST,
             "/v1/chat/completions",
-            Some(KEY_A),
+            Some(key),
             headers,
             Some(body.to_string()),
         )

@@ -30,7 +30,8 @@ const BETWEEN: &str = "How do I cook local dishes while travelling in Europe?";
 const CODE_RULE: &str = "How do I grill a steak in python?";
 
 fn prototype_category(examples: &[&str]) -> toml::Table {
-    let mut table = section("threshold = 0.9\nttl = \"1h\"");
+    // Selectable, so that the header case below can name one.
+    let mut table = section("threshold = 0.9\nttl = \"1h\"\nselectable_by_header = true");
     table.insert(
         "examples".into(),
         toml::Value::Array(examples.iter().map(|e| (*e).into()).collect()),

@@ -275,6 +275,25 @@ impl Raw {
         self.send(request)
     }
 
+    /// POSTs `body` as `application/json` with no `Authorization` header at all.
+    pub fn post_keyless(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base_url))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    }
+
+    /// GETs `path` with a bearer token.
+    pub fn get_with_token(&self, path: &str, token: &str) -> RawResponse {
+        self.send(
+            self.client
+                .get(format!("{}{path}", self.base_url))
+                .bearer_auth(token),
+        )
+    }
+
     /// POSTs `body` and reads the answer as it arrives. Once the body so far contains `marker`
     /// (or `patience` passed without it), calls `then` and reads the rest. Returns the response
     /// and whether the marker arrived before `then` was called.
