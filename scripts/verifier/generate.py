@@ -186,6 +186,12 @@ class Pairs:
         })
 
 
+def overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two texts' lower-case words."""
+    wa, wb = set(re.findall(r"[a-z0-9]+", a.lower())), set(re.findall(r"[a-z0-9]+", b.lower()))
+    return len(wa & wb) / max(1, len(wa | wb))
+
+
 def question_pairs(seed: dict, others: list[dict], rng: random.Random, out: Pairs):
     forms, slots, traps = seed["forms"], seed.get("slots", {}), seed["traps"]
     for _ in range(4):
@@ -214,18 +220,20 @@ def question_pairs(seed: dict, others: list[dict], rng: random.Random, out: Pair
             if "{" + name + "}" in forms[i] and "{" + name + "}" in forms[j]:
                 out.add(seed, group, fill(forms[i], values, rng, True),
                         maybe_noise(fill(forms[j], changed, rng, True), rng), False, "reworded")
-        # traps: first trap wording against first base wording (minimal), then reworded
+        # traps: each trap wording against the base wording it shares most words with
+        # (minimal: a look-alike is what a cache meets above its threshold), then one reworded
         for trap in traps:
             group = TRAP_GROUPS[trap["op"]]
             tforms = trap["forms"]
-            out.add(seed, group, fill(forms[0], values, rng, False),
-                    maybe_noise(fill(tforms[0], values, rng, False), rng), False, "minimal")
-            for _ in range(2):
-                a = fill(rng.choice(forms), values, rng, True)
-                b = maybe_noise(fill(rng.choice(tforms), values, rng, True), rng)
-                if rng.random() < 0.5:
-                    a, b = b, a
-                out.add(seed, group, a, b, False, "reworded")
+            for tform in tforms:
+                base = max(forms, key=lambda f: overlap(f, tform))
+                out.add(seed, group, fill(base, values, rng, False),
+                        maybe_noise(fill(tform, values, rng, False), rng), False, "minimal")
+            a = fill(rng.choice(forms), values, rng, True)
+            b = maybe_noise(fill(rng.choice(tforms), values, rng, True), rng)
+            if rng.random() < 0.5:
+                a, b = b, a
+            out.add(seed, group, a, b, False, "reworded")
     # another question of the same domain
     same_domain = [o for o in others if o["domain"] == seed["domain"] and o["id"] != seed["id"]]
     for other in rng.sample(same_domain, min(3, len(same_domain))):
@@ -285,6 +293,7 @@ def conversation_pairs(seed: dict, convs: list[dict], questions: list[dict], rng
         a = render(seed, values, rng, reword=False, final=final)
         out.add(seed, "same_context_reworded", a,
                 render(seed, values, rng, reword=True, final=maybe_noise(fill(rng.choice(finals), values, rng, True), rng)), True)
+        out.add(seed, "same_context_reworded", a, render(seed, values, rng, reword=True, final=final), True)
         out.add(seed, "same_context_extra_chatter", a, with_chatter(render(seed, values, rng, reword=True, final=final), rng), True)
         # the history replaced by another conversation's: only a self-contained final survives
         other = rng.choice([c for c in convs if c["id"] != seed["id"]])
