@@ -1,6 +1,8 @@
 //! `cachet eval` on the labelled dev data with the shipped default config meets issue 4's
 //! targets. Needs the assets (`scripts/fetch-assets`) and the dev data (`CACHET_EVAL_DATA`,
-//! default `../shared/data/semcache-dev` next to the repository); skips without them.
+//! default `../shared/data/semcache-dev` next to the repository), which a clean clone does not
+//! have: the test is ignored (and reported so) unless asked for, and fails when asked for
+//! without its data: `cargo test -p cachet-gateway --test eval_dev -- --ignored`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +15,20 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-fn data_dir() -> Option<PathBuf> {
+fn data_dir() -> PathBuf {
     let dir = std::env::var_os("CACHET_EVAL_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/data/semcache-dev"));
-    let assets = root().join("assets/minilm-int8/model.onnx");
-    (dir.join("pairs.jsonl").exists() && assets.exists()).then_some(dir)
+    assert!(
+        dir.join("pairs.jsonl").exists(),
+        "no dev data at {} (set CACHET_EVAL_DATA)",
+        dir.display()
+    );
+    assert!(
+        root().join("assets/minilm-q8/model.onnx").exists(),
+        "no embedder model: run scripts/fetch-assets"
+    );
+    dir
 }
 
 fn eval(pairs: Option<PathBuf>, conversations: Option<PathBuf>) -> serde_json::Value {
@@ -38,11 +48,9 @@ fn eval(pairs: Option<PathBuf>, conversations: Option<PathBuf>) -> serde_json::V
 }
 
 #[test]
+#[ignore = "needs the semcache dev data next to the repository (see the file's docs)"]
 fn dev_data_meets_the_targets_with_the_default_config() {
-    let Some(dir) = data_dir() else {
-        eprintln!("skipped: no dev data or assets");
-        return;
-    };
+    let dir = data_dir();
     let pairs = eval(Some(dir.join("pairs.jsonl")), None);
     eprintln!("pairs: {pairs}");
     let conversations = eval(None, Some(dir.join("conversations.jsonl")));
